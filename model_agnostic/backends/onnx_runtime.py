@@ -1,0 +1,153 @@
+"""ONNX Runtime backend: runs an exported graph with numpy, Pillow and onnxruntime only."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, InferenceError, ModelLoadError
+from ..model import Arrays, Model
+from ..tensors import TensorSpec, check_arrays
+
+__all__ = ["OnnxModel", "OPTIMIZATION_LEVELS"]
+
+log = logging.getLogger("model_agnostic.onnxruntime")
+
+#: config value -> ``onnxruntime.GraphOptimizationLevel`` member name
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint64)": np.uint64,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
+}
+
+
+class OnnxModel(Model):
+    """Runs an ONNX graph in an ``onnxruntime.InferenceSession``; never imports torch.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: execution providers in priority order (default: CPU).
+        intra_op_num_threads, inter_op_num_threads: 0 lets ONNX Runtime choose.
+        graph_optimization_level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
+        **options: the user class's options.
+    """
+
+    backend_name: ClassVar[str] = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        intra_op_num_threads: int = 0,
+        inter_op_num_threads: int = 0,
+        graph_optimization_level: str = "all",
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.path = Path(path)
+        self.session = _create_session(
+            self.path,
+            list(providers),
+            intra_op_num_threads,
+            inter_op_num_threads,
+            graph_optimization_level,
+        )
+        self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
+        self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
+        self._adopt_names()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.weights_source = meta.get("model_agnostic.weights", "unknown")
+        if self.weights_source.startswith("random"):
+            log.warning(
+                "%s: %s was exported from seeded random weights; its predictions are meaningless",
+                type(self).__name__,
+                self.path.name,
+            )
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        check_arrays(self.inputs, inputs)
+        try:
+            values = self.session.run(self._output_names, inputs)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise InferenceError(
+                f"ONNX Runtime failed running {self.path.name}: {exc}"
+            ) from exc
+        return dict(zip(self._output_names, values))
+
+    def _adopt_names(self) -> None:
+        graph_in = tuple(spec.name for spec in self.inputs)
+        graph_out = tuple(spec.name for spec in self.outputs)
+        for kind, declared, graph in (
+            ("input", type(self).input_names, graph_in),
+            ("output", type(self).output_names, graph_out),
+        ):
+            default = getattr(Model, f"{kind}_names")
+            if declared != default and declared != graph:
+                raise ModelLoadError(
+                    f"{type(self).__name__} declares {kind}_names {list(declared)}, but "
+                    f"{self.path.name} has {kind}s {list(graph)}; re-export or fix the names"
+                )
+        self.input_names = graph_in
+        self.output_names = graph_out
+        self._output_names = list(graph_out)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadError(f"tensor {arg.name!r} has unsupported type {arg.type}")
+    return TensorSpec(arg.name, np.dtype(dtype), tuple(arg.shape))
+
+
+def _create_session(
+    path: Path, providers: list[str], intra: int, inter: int, level: str
+) -> Any:
+    import onnxruntime as ort
+
+    if level not in OPTIMIZATION_LEVELS:
+        raise ConfigError(
+            f"graph_optimization_level {level!r} is not one of {sorted(OPTIMIZATION_LEVELS)}"
+        )
+    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    if unknown or not providers:
+        raise ConfigError(
+            f"execution providers {unknown or providers} are not available; this "
+            f"onnxruntime offers {ort.get_available_providers()}"
+        )
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX model {str(path)!r} does not exist")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra
+    options.inter_op_num_threads = inter
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level]
+    )
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # InvalidProtobuf, Fail, ... from onnxruntime's bindings
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {str(path)!r}: {exc}"
+        ) from exc

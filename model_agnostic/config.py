@@ -1,0 +1,224 @@
+"""Config files (TOML): validate them, import the model class, build the model on the chosen backend.
+
+See ``docs/config.md`` for the format. Every key is checked; an unknown key is
+rejected with the allowed ones, and relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends import BACKENDS, bind
+from .errors import ConfigError, ModelAgnosticError, ModelLoadError
+from .model import Model
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["BACKEND_ENV", "Config", "load_config", "load_model", "import_model_class"]
+
+#: Environment variable that overrides the config's backend.
+BACKEND_ENV = "MODEL_AGNOSTIC_BACKEND"
+
+_STR, _BOOL, _INT = (str,), (bool,), (int,)
+_STRS, _PAIRS = "list of strings", "list of [regex, replacement] pairs"
+_PATH = "path"
+
+#: section -> key -> expected type; ``None`` key set means "any keys" (user options).
+SCHEMA: dict[str, dict[str, Any]] = {
+    "": {"backend": _STR},
+    "model": {"class": _STR, "options": dict},
+    "pytorch": {
+        "weights": _PATH,
+        "device": _STR,
+        "strict": _BOOL,
+        "trust_checkpoint": _BOOL,
+        "rename": _PAIRS,
+        "seed": _INT,
+        "num_threads": _INT,
+    },
+    "onnxruntime": {
+        "path": _PATH,
+        "providers": _STRS,
+        "intra_op_num_threads": _INT,
+        "inter_op_num_threads": _INT,
+        "graph_optimization_level": _STR,
+    },
+    "export": {"opset": _INT, "dynamic_batch": _BOOL},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config file."""
+
+    path: Path
+    model_class: str
+    backend: str
+    options: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def backend_options(self, backend: str) -> dict[str, Any]:
+        """Keyword arguments for ``backend``'s constructor, paths resolved."""
+        return dict(self.sections.get(backend, {}))
+
+    @property
+    def export(self) -> dict[str, Any]:
+        return dict(self.sections.get("export", {}))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_keys(path, "", data, SCHEMA[""].keys() | (SCHEMA.keys() - {""}))
+    sections: dict[str, dict[str, Any]] = {}
+    for name, table in data.items():
+        if name in SCHEMA[""]:
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        _check_keys(path, name, table, SCHEMA[name].keys())
+        sections[name] = {
+            key: _coerce(path, f"{name}.{key}", value, SCHEMA[name][key])
+            for key, value in table.items()
+        }
+    model = sections.pop("model", {})
+    if "class" not in model:
+        raise ConfigError(
+            f"{path}: [model] needs 'class', e.g. class = \"model.py:MyModel\" "
+            "or \"package.module:MyModel\""
+        )
+    backend = data.get("backend", "pytorch")
+    _check_type(path, "backend", backend, _STR)
+    return Config(path, model["class"], backend, model.get("options", {}), sections)
+
+
+def load_model(
+    config: str | os.PathLike[str] | Config, backend: str | None = None
+) -> Model:
+    """Build the model a config file describes, ready to ``predict``.
+
+    The backend is, in order: the ``backend`` argument, the
+    ``MODEL_AGNOSTIC_BACKEND`` environment variable, the config's ``backend``.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    chosen = backend or os.environ.get(BACKEND_ENV) or cfg.backend
+    if chosen not in BACKENDS:
+        raise ConfigError(
+            f"unknown backend {chosen!r} (from "
+            f"{'the argument' if backend else BACKEND_ENV if os.environ.get(BACKEND_ENV) else cfg.path}); "
+            f"choose one of {sorted(BACKENDS)}"
+        )
+    hooks = import_model_class(cfg.model_class, base_dir=cfg.path.parent)
+    kwargs = cfg.backend_options(chosen)
+    if chosen == "onnxruntime" and "path" not in kwargs:
+        raise ConfigError(f"{cfg.path}: backend 'onnxruntime' needs [onnxruntime] path")
+    try:
+        return bind(hooks, chosen)(**kwargs, **cfg.options)
+    except ModelAgnosticError as exc:
+        if isinstance(exc, ConfigError) and str(cfg.path) not in str(exc):
+            raise ConfigError(f"{cfg.path}: {exc}") from exc
+        raise
+
+
+def import_model_class(spec: str, base_dir: str | os.PathLike[str] = ".") -> type[Model]:
+    """Import ``"package.module:Class"`` or ``"file.py:Class"`` (relative to ``base_dir``)."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(
+            f"model class {spec!r} must look like 'package.module:Class' or 'file.py:Class'"
+        )
+    try:
+        if module_name.endswith(".py"):
+            module = _import_file(Path(base_dir) / module_name)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name in ("torch", "torchvision"):
+            raise ModelLoadError(
+                f"importing {module_name} failed because {exc.name} is not installed. "
+                "The ONNX Runtime backend runs without torch: import torch inside "
+                "create_model(), not at the top of the module"
+            ) from exc
+        raise ModelLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise ModelLoadError(
+            f"{module_name} has no model_agnostic.Model subclass named {attr!r}"
+        )
+    return cls
+
+
+def _import_file(path: Path) -> Any:
+    path = path.resolve()
+    if not path.is_file():
+        raise ModelLoadError(f"model file {str(path)!r} does not exist")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"_model_agnostic_user.{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _check_keys(path: Path, section: str, table: Mapping[str, Any], allowed: Any) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"[{section}]" if section else "the top level"
+            raise ConfigError(
+                f"{path}: unknown key {key!r} in {where}; allowed keys: {sorted(allowed)}"
+            )
+
+
+def _check_type(path: Path, key: str, value: Any, expected: Any) -> None:
+    ok = isinstance(value, expected) and not (expected == _INT and isinstance(value, bool))
+    if not ok:
+        names = " or ".join(t.__name__ for t in expected)
+        raise ConfigError(f"{path}: {key} must be {names}, got {value!r}")
+
+
+def _coerce(path: Path, key: str, value: Any, expected: Any) -> Any:
+    if expected == _PATH:
+        _check_type(path, key, value, _STR)
+        return str((path.parent / value).resolve()) if value else value
+    if expected == _STRS:
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{path}: {key} must be a {_STRS}, got {value!r}")
+        return value
+    if expected == _PAIRS:
+        if not (
+            isinstance(value, list)
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in value)
+        ):
+            raise ConfigError(f"{path}: {key} must be a {_PAIRS}, got {value!r}")
+        return [tuple(pair) for pair in value]
+    if expected is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key} must be a table, got {value!r}")
+        return value
+    _check_type(path, key, value, expected)
+    return value

@@ -1,0 +1,197 @@
+"""The user's contract: :class:`Model`, its three hooks and the pipeline that runs them.
+
+A user subclasses :class:`Model` and writes ``create_model()``,
+``preprocessing(raw)`` and ``process_result(outputs)`` once. A backend
+(:class:`~model_agnostic.PyTorchModel`, :class:`~model_agnostic.OnnxModel`, ...)
+is also a :class:`Model` subclass; it supplies :meth:`Model.infer`. The two are
+combined by :meth:`Model.with_backend` (which :func:`~model_agnostic.load_model`
+calls for you), so the same hooks run on every backend.
+
+Array conventions
+-----------------
+* ``preprocessing(raw)`` returns the model-ready arrays for *one* raw input: a
+  numpy array (single-input models) or a ``{input_name: array}`` dict. Every
+  array carries a leading batch axis holding the rows this input contributes,
+  usually 1 (``array[None]``), 10 for TenCrop.
+* ``infer(inputs)`` runs the network on a batch and returns ``{output_name: array}``.
+* ``process_result(outputs)`` receives ``{output_name: array}`` restricted to the
+  rows of one raw input, and returns whatever the user wants to hand back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import ConfigError, InferenceError, TensorSpecError
+
+__all__ = ["Model", "Arrays"]
+
+Arrays = dict[str, np.ndarray]
+
+
+class Model(ABC):
+    """Base class of every model: the hooks a user writes and the pipeline running them.
+
+    Subclasses declare user options as annotated class attributes (for example
+    ``tencrop: bool = True``); keyword arguments and a config's ``[model.options]``
+    table override them, and unknown names are rejected.
+    """
+
+    #: Names of the network's inputs and outputs, in ``forward`` order.
+    input_names: tuple[str, ...] = ("input",)
+    output_names: tuple[str, ...] = ("output",)
+    #: Short name of the backend (``"pytorch"``, ``"onnxruntime"``); set by backends.
+    backend_name: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        allowed = self.option_names()
+        for key, value in options.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"{type(self).__name__} has no option {key!r}; "
+                    f"allowed options: {sorted(allowed) or 'none'} "
+                    "(declare one as an annotated class attribute)"
+                )
+            setattr(self, key, value)
+
+    # ------------------------------------------------------------------ hooks
+    def create_model(self) -> Any:
+        """Build the framework model (a ``torch.nn.Module`` for the PyTorch backend).
+
+        Import torch *inside* this method, so the class stays importable where
+        torch is not installed (the ONNX Runtime path never calls it).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__}.create_model() is not defined; the "
+            f"{self.backend_name or 'chosen'} backend needs it to build the network"
+        )
+
+    def preprocessing(self, raw: Any) -> np.ndarray | Mapping[str, np.ndarray]:
+        """Turn one raw input into model-ready arrays (default: ``np.asarray(raw)``)."""
+        return np.asarray(raw)
+
+    def process_result(self, outputs: Arrays) -> Any:
+        """Turn one input's network outputs into the user's result (default: identity)."""
+        return outputs
+
+    # ---------------------------------------------------------------- backend
+    @abstractmethod
+    def infer(self, inputs: Arrays) -> Arrays:
+        """Run the network on a batch of model-ready arrays; provided by the backend."""
+
+    # --------------------------------------------------------------- pipeline
+    def predict(self, raw: Any) -> Any:
+        """Run the whole pipeline on one raw input."""
+        return self.predict_batch([raw])[0]
+
+    def predict_batch(self, raws: Sequence[Any]) -> list[Any]:
+        """Run the pipeline on many raw inputs with one backend call; one result per input."""
+        if isinstance(raws, (str, bytes)) or not isinstance(raws, Sequence):
+            raise TypeError(
+                f"predict_batch expects a list of raw inputs, got {type(raws).__name__}; "
+                "use predict() for a single input"
+            )
+        if not raws:
+            return []
+        prepared = [self._prepare(raw) for raw in raws]
+        counts = [_rows(arrays) for arrays in prepared]
+        batch = {
+            name: np.concatenate([arrays[name] for arrays in prepared])
+            if len(prepared) > 1
+            else prepared[0][name]
+            for name in self.input_names
+        }
+        outputs = self.infer(batch)
+        return [
+            self.process_result(part) for part in _split(outputs, counts, sum(counts))
+        ]
+
+    def _prepare(self, raw: Any) -> Arrays:
+        arrays = self.preprocessing(raw)
+        if isinstance(arrays, np.ndarray):
+            if len(self.input_names) != 1:
+                raise TensorSpecError(
+                    f"preprocessing returned one array but {type(self).__name__} has "
+                    f"inputs {list(self.input_names)}; return a dict keyed by input name"
+                )
+            arrays = {self.input_names[0]: arrays}
+        elif not isinstance(arrays, Mapping):
+            raise TensorSpecError(
+                "preprocessing must return a numpy array or a dict of numpy arrays, "
+                f"got {type(arrays).__name__}"
+            )
+        missing = set(self.input_names) - set(arrays)
+        extra = set(arrays) - set(self.input_names)
+        if missing or extra:
+            raise TensorSpecError(
+                f"preprocessing returned inputs {sorted(arrays)}, expected exactly "
+                f"{list(self.input_names)}"
+            )
+        for name, array in arrays.items():
+            if not isinstance(array, np.ndarray) or array.ndim == 0:
+                raise TensorSpecError(
+                    f"preprocessing returned {type(array).__name__} for input {name!r}; "
+                    "expected a numpy array with a leading batch axis (e.g. array[None])"
+                )
+        return dict(arrays)
+
+    # ----------------------------------------------------------------- options
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The user options this class declares (annotated, public class attributes)."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if klass is Model or not issubclass(klass, Model) or _is_backend(klass):
+                continue
+            hints = klass.__dict__.get("__annotations__", {})
+            names.update(
+                name
+                for name, hint in hints.items()
+                if not name.startswith("_")
+                and "ClassVar" not in str(hint)
+                and not hasattr(Model, name)
+            )
+        return frozenset(names)
+
+    @classmethod
+    def with_backend(cls, backend: str | type[Model]) -> type[Model]:
+        """This class's hooks combined with a backend, e.g. ``CheXNet.with_backend("onnxruntime")``."""
+        from .backends import bind
+
+        return bind(cls, backend)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} on {self.backend_name or 'no backend'}>"
+
+
+def _is_backend(klass: type) -> bool:
+    return bool(klass.__dict__.get("backend_name"))
+
+
+def _rows(arrays: Arrays) -> int:
+    sizes = {name: array.shape[0] for name, array in arrays.items()}
+    if len(set(sizes.values())) != 1:
+        raise TensorSpecError(
+            f"preprocessing returned inputs with different batch sizes {sizes}; "
+            "every input of one example must have the same leading axis"
+        )
+    return next(iter(sizes.values()))
+
+
+def _split(outputs: Arrays, counts: list[int], total: int) -> list[Arrays]:
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceError(
+                f"output {name!r} has shape {array.shape}, but the batch had {total} "
+                "rows; every output needs the batch as its leading axis"
+            )
+    bounds = np.cumsum([0, *counts])
+    return [
+        {name: array[start:stop] for name, array in outputs.items()}
+        for start, stop in zip(bounds[:-1], bounds[1:])
+    ]
+

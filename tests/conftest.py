@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models, generated images, config files."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+XRAY = ROOT / "examples" / "chexnet" / "data" / "chest_xray_00030605_000.jpg"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def jpeg_bytes(rng: np.random.Generator) -> bytes:
+    """A 40x30 RGB JPEG."""
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a TOML config file into tmp_path and return its path."""
+
+    def write(text: str, name: str = "config.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text.replace("@TESTS@", TESTS.as_posix()), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_without_torch(code: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """Run ``code`` in a fresh interpreter where ``import torch`` fails."""
+    import subprocess
+
+    prelude = (
+        "import sys\n"
+        "for name in ('torch', 'torchvision', 'onnxscript', 'safetensors'):\n"
+        "    sys.modules[name] = None\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )

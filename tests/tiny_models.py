@@ -1,0 +1,64 @@
+"""Small models the tests build configs and checkpoints for. torch is imported lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from model_agnostic import Model, load_image
+
+
+class TinyNet(Model):
+    """3x8x8 float image -> 4 logits; ``rows`` copies of the image per raw input."""
+
+    rows: int = 1
+    scale: float = 1.0
+
+    input_names = ("image",)
+    output_names = ("logits",)
+
+    def create_model(self) -> Any:
+        import torch
+
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 6, 3, padding=1),
+            torch.nn.BatchNorm2d(6),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(6, 4),
+        )
+
+    def preprocessing(self, raw: Any) -> np.ndarray:
+        if isinstance(raw, np.ndarray):
+            array = raw.astype(np.float32)
+        else:
+            image = load_image(raw, mode="RGB").resize((8, 8))
+            array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255
+        return np.repeat(array[None] * self.scale, self.rows, axis=0)
+
+    def process_result(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        logits = outputs["logits"].mean(axis=0)
+        return {"label": int(np.argmax(logits)), "logits": logits.tolist()}
+
+
+class TwoHeads(Model):
+    """Two inputs (image, bias) and two outputs, to check names and order."""
+
+    input_names = ("image", "bias")
+    output_names = ("pooled", "shifted")
+
+    def create_model(self) -> Any:
+        import torch
+
+        class Net(torch.nn.Module):
+            def forward(self, image: torch.Tensor, bias: torch.Tensor) -> Any:
+                pooled = image.mean(dim=(2, 3))
+                return pooled, pooled + bias
+
+        return Net()
+
+    def preprocessing(self, raw: Any) -> dict[str, np.ndarray]:
+        image = np.asarray(raw, dtype=np.float32)[None]
+        return {"image": image, "bias": np.full((1, 3), 0.5, dtype=np.float32)}
