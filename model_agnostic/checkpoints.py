@@ -197,8 +197,20 @@ def _open_and_load(
 ) -> Any:
     # An open file, not a path: torch.load dispatches on the '.safetensors'
     # suffix, while we have already decided the format from the content.
-    with file.open("rb") as fh:
+    with file.open("rb") as fh, torch.serialization.safe_globals(_numpy_scalar_globals()):
         return torch.load(fh, map_location=map_location, weights_only=weights_only)
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """numpy scalars and dtypes, common in checkpoint metadata (``best_acc``); data only."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    dtypes = {type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)}
+    return [scalar, np.dtype, *dtypes]
 
 
 def _trusted_load(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +42,8 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def run_without_torch(code: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def run_without_torch(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter where ``import torch`` fails."""
-    import subprocess
-
     prelude = (
         "import sys\n"
         "for name in ('torch', 'torchvision', 'onnxscript', 'safetensors'):\n"

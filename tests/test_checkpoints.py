@@ -151,6 +151,15 @@ def test_bare_state_dict_loads_identical(tiny_net: TinyNet, tmp_path: Path) -> N
     assert_identical(load_state_dict(path), tiny_net.state_dict())
 
 
+def test_numpy_scalars_in_checkpoint_metadata_load_safely(tiny_net: TinyNet, tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "checkpoint.pt"
+    checkpoint = {"state_dict": tiny_net.state_dict(), "best_acc": np.float64(0.9), "epoch": np.int64(3)}
+    torch.save(checkpoint, path)
+    assert_identical(load_state_dict(path), tiny_net.state_dict())
+
+
 @pytest.mark.parametrize("key", STATE_DICT_KEYS)
 def test_checkpoint_dict_loads_the_weights_and_ignores_the_rest(
     tiny_net: TinyNet, tmp_path: Path, key: str
