@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.forbid_torch:  # any attempt to import torch now fails loudly
+        for name in ("torch", "torchvision"):
+            sys.modules[name] = None  # type: ignore[assignment]
     from .config import load_model
 
     model = load_model(args.config, backend=args.backend)
@@ -42,6 +45,7 @@ def _predict(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     report = {
         "backend": model.backend_name,
+        "torch_imported": sys.modules.get("torch") is not None,
         "weights": getattr(model, "weights_source", "unknown"),
         "seconds": round(elapsed, 4),
         "results": [{"input": name, "result": r} for name, r in zip(args.inputs, results)],
@@ -96,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="raw inputs (image files)")
     predict.add_argument("--indent", type=int, default=2, help="JSON indent (default 2)")
+    predict.add_argument(
+        "--forbid-torch",
+        action="store_true",
+        help="make 'import torch' fail in this process, proving the path runs without PyTorch",
+    )
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser(

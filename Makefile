@@ -1,0 +1,31 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both install into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Pinned so pip takes the wheels on this machine's disk instead of downloading newer ones.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+CHEXNET := examples/chexnet
+XRAY := $(CHEXNET)/data/chest_xray_00030605_000.jpg
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[torch,dev]' $(TORCH_PINS)
+	touch $@
+
+# CheXNet end to end: build on PyTorch, export to ONNX (checked against PyTorch),
+# then predict the sample X-ray on ONNX Runtime in a process that never imports torch.
+demo: $(VENV)/.installed
+	$(PY) -m model_agnostic export --config $(CHEXNET)/config.toml --example $(XRAY)
+	$(PY) -m model_agnostic predict --forbid-torch --config $(CHEXNET)/config.toml $(XRAY)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/backends.py
+	$(PY) bench/preprocessing.py
+
+clean:
+	rm -rf $(VENV) $(CHEXNET)/artifacts bench/results

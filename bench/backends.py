@@ -1,0 +1,90 @@
+"""Backend benchmarks for CheXNet (DenseNet-121), all ratios measured in one run.
+
+1. OnnxModel.infer vs a bare onnxruntime.InferenceSession.run on the same array (batch 1, 8).
+2. ONNX Runtime vs PyTorch eager at batch 1, same thread count.
+3. Peak RSS of a fresh process predicting one X-ray: ONNX Runtime path vs PyTorch path.
+
+Usage: python bench/backends.py [--threads N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from common import CHEXNET_CONFIG, RESULTS, XRAY, interleaved, machine
+
+PEAK_RSS = """
+import json, resource, sys
+from model_agnostic import load_model
+model = load_model({config!r}, backend={backend!r})
+model.predict({xray!r})
+print(json.dumps({{"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "torch_imported": "torch" in sys.modules}}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    from model_agnostic import export_onnx, load_model
+
+    torch.set_num_threads(args.threads)
+    onnx_path = RESULTS / "chexnet.onnx"
+    pytorch_model = load_model(CHEXNET_CONFIG, backend="pytorch")
+    export_onnx(pytorch_model, onnx_path, XRAY)
+    model = type(pytorch_model).with_backend("onnxruntime")(
+        onnx_path, intra_op_num_threads=args.threads, inter_op_num_threads=1
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    bare = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    print(f"Machine: {machine()}; {args.threads} threads for both runtimes\n")
+    print("| measurement | batch | ours (ms) | reference (ms) | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    crops = model.preprocessing(XRAY)
+    for batch in (1, 8):
+        array = np.ascontiguousarray(crops[:batch])
+        t = interleaved({
+            "ours": lambda: model.infer({"image": array}),
+            "bare": lambda: bare.run(None, {"image": array}),
+        }, args.repeats)
+        print(f"| OnnxModel.infer vs bare InferenceSession.run | {batch} | {t['ours']*1e3:.2f} | "
+              f"{t['bare']*1e3:.2f} | {t['ours']/t['bare']:.3f} | <= 1.03 |")
+    one = np.ascontiguousarray(crops[:1])
+    t = interleaved({
+        "onnxruntime": lambda: model.infer({"image": one}),
+        "pytorch": lambda: pytorch_model.infer({"image": one}),
+    }, args.repeats)
+    print(f"| ONNX Runtime vs PyTorch eager (DenseNet-121) | 1 | {t['onnxruntime']*1e3:.2f} | "
+          f"{t['pytorch']*1e3:.2f} | {t['pytorch']/t['onnxruntime']:.2f}x faster | >= 2x |")
+
+    config = RESULTS / "config.toml"
+    config.write_text(CHEXNET_CONFIG.read_text().replace(
+        'path = "artifacts/chexnet.onnx"', f'path = "{onnx_path.as_posix()}"').replace(
+        'class = "model.py:CheXNet"', f'class = "{(CHEXNET_CONFIG.parent / "model.py").as_posix()}:CheXNet"'))
+    rss = {}
+    for backend in ("onnxruntime", "pytorch"):
+        code = PEAK_RSS.format(config=str(config), backend=backend, xray=str(XRAY))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        rss[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+    ratio = rss["onnxruntime"]["maxrss_mib"] / rss["pytorch"]["maxrss_mib"]
+    print(f"| peak RSS, fresh process, one X-ray (TenCrop) | 10 crops | "
+          f"{rss['onnxruntime']['maxrss_mib']:.0f} MiB | {rss['pytorch']['maxrss_mib']:.0f} MiB | "
+          f"{ratio:.2f} | <= 0.33 |")
+    print(f"\ntorch imported on the ONNX Runtime path: {rss['onnxruntime']['torch_imported']}")
+
+
+if __name__ == "__main__":
+    main()

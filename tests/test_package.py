@@ -1,0 +1,52 @@
+"""The package surface: explicit __all__, cheap torch-free import, install hints for extras."""
+
+from __future__ import annotations
+
+import model_agnostic
+from tests.conftest import ROOT, run_without_torch
+
+
+def test_all_lists_every_public_name_and_each_resolves() -> None:
+    public = {name for name in dir(model_agnostic) if not name.startswith("_")}
+    assert set(model_agnostic.__all__) - {"__version__"} == public - {"__version__"}
+    for name in model_agnostic.__all__:
+        assert getattr(model_agnostic, name) is not None
+
+
+def test_importing_the_package_loads_neither_torch_nor_onnxruntime() -> None:
+    code = (
+        "import model_agnostic, model_agnostic.transforms, model_agnostic.adapters\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx') if sys.modules.get(m)]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pytorch_backend_without_torch_names_the_extra_to_install() -> None:
+    code = (
+        "from model_agnostic import MissingDependencyError, Model\n"
+        "class Net(Model):\n"
+        "    def create_model(self): ...\n"
+        "try:\n"
+        "    Net.with_backend('pytorch')()\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'model-agnostic[torch]'" in done.stdout
+
+
+def test_export_without_torch_names_the_extra_to_install() -> None:
+    code = (
+        "import numpy as np\n"
+        "from model_agnostic import MissingDependencyError, OnnxModel, export_onnx\n"
+        "try:\n"
+        "    export_onnx(object(), 'x.onnx', None)\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "Exporting to ONNX needs the 'torch' package" in done.stdout
