@@ -53,6 +53,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "intra_op_num_threads": _INT,
         "inter_op_num_threads": _INT,
         "graph_optimization_level": _STR,
+        "enable_cpu_mem_arena": _BOOL,
+        "enable_mem_pattern": _BOOL,
     },
     "export": {"opset": _INT, "dynamic_batch": _BOOL},
 }

@@ -133,8 +133,11 @@ def test_unknown_provider_and_optimization_level_are_config_errors(tiny_onnx: Pa
 
 
 def test_session_options_are_applied(tiny_onnx: Path) -> None:
-    model = OnnxModel(tiny_onnx, intra_op_num_threads=1, graph_optimization_level="basic")
-    assert model.session.get_session_options().intra_op_num_threads == 1
+    model = OnnxModel(
+        tiny_onnx, intra_op_num_threads=1, graph_optimization_level="basic", enable_mem_pattern=False
+    )
+    options = model.session.get_session_options()
+    assert options.intra_op_num_threads == 1 and not options.enable_mem_pattern
 
 
 def test_multi_input_multi_output_models_keep_names_and_order(tmp_path: Path) -> None:

@@ -155,3 +155,26 @@ def test_running_on_random_weights_is_said_loudly(caplog: pytest.LogCaptureFixtu
     with caplog.at_level("WARNING"):
         load_model(_config_text_path(None, None), backend="pytorch")
     assert "random weights" in caplog.text and "meaningless" in caplog.text
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Any, str]]:
+    (tmp / "empty.jpg").write_bytes(b"")
+    (tmp / "text.jpg").write_text("I am a text file")
+    data = XRAY.read_bytes()
+    (tmp / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    return {
+        "missing file": (tmp / "missing.jpg", "does not exist"),
+        "zero-byte file": (tmp / "empty.jpg", r"is empty \(0 bytes\)"),
+        "text file named .jpg": (tmp / "text.jpg", "not a recognised image"),
+        "truncated JPEG": (tmp / "truncated.jpg", "corrupt or truncated"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "zero-byte file", "text file named .jpg", "truncated JPEG"])
+def test_bad_images_raise_a_clear_error_naming_the_file(onnx_model: Any, tmp_path: Path, case: str) -> None:
+    from model_agnostic import ImageDecodeError
+
+    raw, message = _bad_inputs(tmp_path)[case]
+    with pytest.raises(ImageDecodeError, match=message) as info:
+        onnx_model.predict_batch([XRAY, raw])
+    assert raw.name in str(info.value)
