@@ -81,7 +81,7 @@ def _globals_in_pickles(stream: IO[bytes], count: int) -> set[str]:
 def _globals_in_pickle(stream: IO[bytes]) -> Iterator[str]:
     """Yield ``module.name`` for each global one pickle references."""
     recent: list[Any] = [None, None]  # the last two values pushed
-    memo: dict[int, Any] = {}
+    memo: dict[Any, Any] = {}
     names: list[str] = []  # collected first, so a corrupt pickle yields none
     for opcode, arg, _pos in pickletools.genops(stream):
         if opcode.name in ("GLOBAL", "INST"):

@@ -41,6 +41,8 @@ class PyTorchModel(Model):
     backend_name: ClassVar[str] = "pytorch"
     #: ``(regex, replacement)`` rules for this architecture's checkpoints.
     checkpoint_rename: ClassVar[Sequence[tuple[str, str]]] = ()
+    #: The network ``create_model()`` built, weights loaded, in eval mode.
+    network: torch.nn.Module
 
     def __init__(
         self,
@@ -85,7 +87,7 @@ class PyTorchModel(Model):
             )
             apply_state_dict(network, state, strict=strict)
             self.weights_source = os.fspath(weights)
-        self.network: torch.nn.Module = network.to(self.device).eval()
+        self.network = network.to(self.device).eval()
 
     @abstractmethod
     def create_model(self) -> torch.nn.Module:
