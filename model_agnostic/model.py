@@ -78,6 +78,14 @@ class Model(ABC):
         """Turn one input's network outputs into the user's result (default: identity)."""
         return outputs
 
+    def reference_preprocessing(self, raw: Any) -> np.ndarray | Mapping[str, np.ndarray] | None:
+        """The training-time pipeline (e.g. torchvision's) that ``preprocessing`` must match.
+
+        ``verify`` compares the two on real inputs. Return ``None`` (the default)
+        when there is no separate reference; import torch inside, like ``create_model``.
+        """
+        return None
+
     # ---------------------------------------------------------------- backend
     @abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:

@@ -99,3 +99,101 @@ def test_export_that_disagrees_with_pytorch_is_refused(
 def test_unknown_exporter_is_rejected(tiny: Any, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exporter must be one of"):
         export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE, exporter="tf2onnx")
+
+
+class SwishImplementation(torch.autograd.Function):
+    """EfficientNet's memory-efficient Swish: a custom autograd.Function."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Any) -> Any:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> Any:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * (s * (1 + x * (1 - s)))
+
+
+class MemoryEfficientSwish(torch.nn.Module):
+    def forward(self, x: Any) -> Any:
+        return SwishImplementation.apply(x)
+
+
+class Histogram(torch.nn.Module):
+    """Uses aten::histc, which no ONNX exporter supports."""
+
+    def forward(self, x: Any) -> Any:
+        return x + torch.histc(x, bins=4).sum()
+
+
+class ConstantTrap(torch.nn.Module):
+    """Data-dependent Python: tracing bakes the example's branch into the graph."""
+
+    def forward(self, x: Any) -> Any:
+        return x * 2 if float(x.std()) < 0.01 else x * -3
+
+
+def _net(block: torch.nn.Module) -> type:
+    class Net(TinyNet):
+        def create_model(self) -> Any:
+            body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), block)
+            return torch.nn.Sequential(
+                torch.nn.Sequential(body), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                torch.nn.Linear(4, 4),
+            )
+
+    return Net
+
+
+def test_custom_autograd_function_swish_exports_and_agrees(tmp_path: Path) -> None:
+    model = _net(MemoryEfficientSwish()).with_backend("pytorch")()
+    path = export_onnx(model, tmp_path / "swish.onnx", EXAMPLE)
+    array = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(
+        OnnxModel(path).infer({"image": array})["logits"], model.infer({"image": array})["logits"], atol=1e-5
+    )
+
+
+def test_unexportable_op_is_refused_naming_the_module_and_op(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = _net(Histogram()).with_backend("pytorch")()
+    with caplog.at_level(logging.ERROR), pytest.raises(ExportError) as info:
+        export_onnx(model, tmp_path / "h.onnx", EXAMPLE)
+    message = str(info.value)
+    assert "module '0.0.1' (Histogram)" in message
+    assert "aten::histc" in message and "Fix:" in message
+
+
+def test_graph_that_traced_a_constant_branch_is_caught_on_perturbed_inputs(tmp_path: Path) -> None:
+    class Trap(TinyNet):
+        def create_model(self) -> Any:
+            return torch.nn.Sequential(ConstantTrap(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                       torch.nn.Linear(3, 4))
+
+        def preprocessing(self, raw: Any) -> np.ndarray:
+            return np.full((1, 3, 8, 8), 0.05, np.float32)
+
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_onnx(Trap.with_backend("pytorch")(), tmp_path / "t.onnx", None)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_dynamic_height_and_width_really_accept_other_sizes(tiny: Any, tmp_path: Path, exporter: str) -> None:
+    path = export_onnx(tiny, tmp_path / "hw.onnx", np.zeros((3, 16, 16), np.float32),
+                       dynamic_hw=True, exporter=exporter)
+    model = OnnxModel(path)
+    assert [isinstance(d, int) for d in model.inputs[0].shape] == [False, True, False, False]
+    for shape in [(1, 3, 9, 31), (3, 3, 40, 24)]:
+        array = np.random.default_rng(1).random(shape, dtype=np.float32)
+        np.testing.assert_allclose(
+            model.infer({"image": array})["logits"], tiny.infer({"image": array})["logits"], atol=1e-5
+        )
+
+
+def test_without_dynamic_hw_other_sizes_are_refused_before_running(tiny: Any, tmp_path: Path) -> None:
+    from model_agnostic import TensorSpecError
+
+    path = export_onnx(tiny, tmp_path / "fixed.onnx", EXAMPLE)
+    with pytest.raises(TensorSpecError, match=r"expects \[batch, 3, 8, 8\]"):
+        OnnxModel(path).infer({"image": np.zeros((1, 3, 9, 9), np.float32)})

@@ -37,6 +37,7 @@ class CheXNet(Model):
 
     input_names = ("image",)
     output_names = ("probabilities",)
+    labels = FINDINGS
     checkpoint_rename = (
         (r"^(module\.)?densenet121\.", ""),
         (r"\.(norm|relu|conv)\.([12])\.", r".\1\2."),
@@ -59,6 +60,19 @@ class CheXNet(Model):
         scores = outputs["probabilities"].mean(axis=0)
         order = np.argsort(-scores, kind="stable")
         return [{"finding": FINDINGS[i], "probability": float(scores[i])} for i in order]
+
+    def reference_preprocessing(self, raw: Any) -> np.ndarray:
+        """The training-time torchvision pipeline, in arnoweng/CheXNet's order."""
+        import torch
+        from torchvision import transforms as tv
+
+        normalize = tv.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        image = load_image(raw, mode="RGB")
+        if not self.tencrop:
+            pipeline = tv.Compose([tv.Resize(256), tv.CenterCrop(224), tv.ToTensor(), normalize])
+            return pipeline(image)[None].numpy()
+        crops = tv.TenCrop(224)(tv.Resize(256)(image))
+        return torch.stack([normalize(tv.ToTensor()(crop)) for crop in crops]).numpy()
 
     @property
     def transform(self) -> T.Compose:

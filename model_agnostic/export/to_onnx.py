@@ -1,9 +1,10 @@
-"""Export a PyTorch-backed model to ONNX with a dynamic batch axis, then check the file runs."""
+"""Export a PyTorch-backed model to ONNX, then check the file really runs and agrees."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from .._deps import require
 from ..errors import ExportError
 from ..model import Arrays, Model
 
-__all__ = ["DEFAULT_OPSET", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx"]
 
 log = logging.getLogger("model_agnostic.export")
 
@@ -32,6 +33,7 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
     exporter: str = EXPORTERS[0],
     atol: float = 1e-4,
 ) -> Path:
@@ -43,13 +45,19 @@ def export_onnx(
         example: one raw input; ``model.preprocessing(example)`` gives the traced shapes.
         opset: ONNX opset version.
         dynamic_batch: make the leading (batch) axis of every input and output dynamic.
+        dynamic_hw: also make height and width (axes 2, 3) of 4-D inputs dynamic.
         exporter: ``"torchscript"`` or ``"dynamo"`` (``torch.export``); if it
             fails the other is tried and a warning says so.
-        atol: largest absolute difference allowed between PyTorch and ONNX Runtime
-            on the example.
+        atol: largest absolute difference allowed between PyTorch and ONNX Runtime,
+            checked on the example and on perturbed inputs of other batch sizes
+            (and image sizes, with ``dynamic_hw``).
+
+    Raises:
+        ExportError: no exporter succeeded (naming the module and op at fault), the
+            file fails the ONNX checker, or ONNX Runtime disagrees with PyTorch.
     """
-    network = getattr(model, "network", None)
     torch = require("torch", "Exporting to ONNX")
+    network = getattr(model, "network", None)
     if not isinstance(network, torch.nn.Module):
         raise ExportError(
             f"{type(model).__name__} runs on {model.backend_name or 'no backend'}; "
@@ -63,52 +71,87 @@ def export_onnx(
     if dynamic_batch:  # a batch of 1 would be specialised away by torch.export
         arrays = {k: np.concatenate([v, v]) if v.shape[0] == 1 else v for k, v in arrays.items()}
     args = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in model.input_names)
-    order = [exporter, *(e for e in EXPORTERS if e != exporter)]
+    axes = _dynamic_axes(args, dynamic_batch, dynamic_hw)
+    used = _export_with_fallback(torch, network, args, model, path, opset, axes, exporter)
+    _stamp(path, model, used, opset)
+    _check_agrees(path, model, _probes(arrays, dynamic_batch, dynamic_hw), atol)
+    return path
+
+
+def _dynamic_axes(args: tuple, batch: bool, hw: bool) -> list[dict[int, str]]:
+    axes = []
+    for tensor in args:
+        dims = {0: "batch"} if batch else {}
+        if hw and tensor.dim() == 4:
+            dims.update({2: "height", 3: "width"})
+        axes.append(dims)
+    return axes
+
+
+def _export_with_fallback(
+    torch: Any, network: Any, args: tuple, model: Model, path: Path,
+    opset: int, axes: list[dict[int, str]], first: str,
+) -> str:
     errors = []
-    for name in order:
+    for name in [first, *(e for e in EXPORTERS if e != first)]:
         try:
-            _run_exporter(torch, name, network, args, model, path, opset, dynamic_batch)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _run_exporter(torch, name, network, args, model, path, opset, axes)
         except Exception as exc:  # exporters raise many unrelated types
-            errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            errors.append(f"{name}: {type(exc).__name__}: {_reason(exc)}")
             log.warning("the %s exporter failed (%s); trying the next one", name, errors[-1])
             continue
-        if name != exporter:
-            log.warning("exported %s with the %s exporter instead of %s", path.name, name, exporter)
-        _stamp(path, model, name)
-        _check_runs(path, model, arrays, atol)
-        return path
+        for warning in caught:  # e.g. TracerWarning: the trace may not generalise
+            if not issubclass(warning.category, DeprecationWarning):
+                log.warning("%s exporter: %s", name, str(warning.message).splitlines()[0])
+        if name != first:
+            log.warning("exported %s with the %s exporter instead of %s", path.name, name, first)
+        return name
+    from .diagnose import locate_failure
+
+    failure = locate_failure(torch, network, args, opset)
+    culprit = failure.explain() if failure else "no single submodule fails on its own"
     raise ExportError(
-        f"could not export {type(model).__name__} to ONNX; " + "; ".join(errors)
+        f"could not export {type(model).__name__} to ONNX: {culprit}\n"
+        "Exporter errors: " + "; ".join(errors)
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of an exporter's error (dynamo buries it under advice)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1].strip()
+    line = text.splitlines()[0] if text else ""
+    return line[:300]
 
 
 def _run_exporter(
     torch: Any, name: str, network: Any, args: tuple, model: Model, path: Path,
-    opset: int, dynamic_batch: bool,
+    opset: int, axes: list[dict[int, str]],
 ) -> None:
     names = {"input_names": list(model.input_names), "output_names": list(model.output_names)}
     if name == "dynamo":
-        shapes = None
-        if dynamic_batch:
-            batch = torch.export.Dim("batch", min=1)
-            shapes = tuple({0: batch} for _ in args)
+        dims = {"batch": torch.export.Dim("batch", min=1)}
+        dims |= {k: torch.export.Dim(k, min=8) for k in ("height", "width")}
+        shapes = tuple({i: dims[label] for i, label in spec.items()} for spec in axes)
         torch.onnx.export(
             network, args, str(path), dynamo=True, opset_version=opset,
-            dynamic_shapes=shapes, external_data=False, verbose=False, **names,
+            dynamic_shapes=shapes if any(axes) else None,
+            external_data=False, verbose=False, **names,
         )
-    else:
-        axes = None
-        if dynamic_batch:
-            axes = {n: {0: "batch"} for n in [*model.input_names, *model.output_names]}
-        with warnings.catch_warnings():  # chosen on purpose; its deprecation is known
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                network, args, str(path), dynamo=False, opset_version=opset,
-                dynamic_axes=axes, **names,
-            )
+        return
+    dynamic = {n: spec for n, spec in zip(model.input_names, axes) if spec}
+    if any(0 in spec for spec in axes):
+        dynamic |= {n: {0: "batch"} for n in model.output_names}
+    torch.onnx.export(
+        network, args, str(path), dynamo=False, opset_version=opset,
+        dynamic_axes=dynamic or None, **names,
+    )
 
 
-def _stamp(path: Path, model: Model, exporter: str) -> None:
+def _stamp(path: Path, model: Model, exporter: str, opset: int) -> None:
     import onnx
 
     proto = onnx.load(str(path))
@@ -117,28 +160,68 @@ def _stamp(path: Path, model: Model, exporter: str) -> None:
         "model_agnostic.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model_agnostic.weights": str(getattr(model, "weights_source", "unknown")),
         "model_agnostic.exporter": exporter,
+        "model_agnostic.opset": str(opset),
     }
     kept = [p for p in proto.metadata_props if p.key not in meta]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        raise ExportError(f"{path.name} fails the ONNX checker: {exc}") from exc
     onnx.save(proto, str(path))
 
 
-def _check_runs(path: Path, model: Model, arrays: Arrays, atol: float) -> None:
+def _probes(arrays: Arrays, dynamic_batch: bool, dynamic_hw: bool) -> list[Arrays]:
+    """The example, a perturbed copy at another batch size, and other image sizes.
+
+    A perturbed input catches a graph that traced data-dependent code into constants.
+    """
+    rng = np.random.default_rng(0)
+
+    def perturbed(batch: int, hw: tuple[int, int] | None = None) -> Arrays:
+        out = {}
+        for key, value in arrays.items():
+            take = value[np.arange(batch) % value.shape[0]]
+            if hw and value.ndim == 4:
+                take = np.resize(take, (batch, value.shape[1], *hw))
+            noise = rng.standard_normal(take.shape) * 0.1 if take.dtype.kind == "f" else 0
+            out[key] = np.ascontiguousarray(take + noise).astype(value.dtype)
+        return out
+
+    probes = [arrays, perturbed(3 if dynamic_batch else next(iter(arrays.values())).shape[0])]
+    if dynamic_hw:
+        first = next(iter(arrays.values()))
+        if first.ndim == 4:
+            height, width = first.shape[2:]
+            probes += [perturbed(2, (height + 13, width - 9)), perturbed(1, (height // 2 + 3, width))]
+    return probes
+
+
+def _check_agrees(path: Path, model: Model, probes: list[Arrays], atol: float) -> None:
     from ..backends.onnx_runtime import OnnxModel
 
-    expected = model.infer(arrays)
     try:
-        got = OnnxModel(path).infer(arrays)
+        session = OnnxModel(path)
     except Exception as exc:
-        raise ExportError(f"{path.name} was written but ONNX Runtime cannot run it: {exc}") from exc
-    for name, want in expected.items():
-        diff = float(np.max(np.abs(got[name].astype(np.float64) - want))) if want.size else 0.0
-        if not diff <= atol:
+        raise ExportError(f"{path.name} was written but ONNX Runtime cannot load it: {exc}") from exc
+    for arrays in probes:
+        shapes = {k: v.shape for k, v in arrays.items()}
+        expected = model.infer(arrays)
+        try:
+            got = session.infer(arrays)
+        except Exception as exc:
             raise ExportError(
-                f"{path.name}: output {name!r} differs from PyTorch by {diff:.3g} "
-                f"(allowed {atol:g}) on the example input"
-            )
+                f"{path.name} was written but ONNX Runtime cannot run it on inputs {shapes}: {exc}"
+            ) from exc
+        for name, want in expected.items():
+            diff = float(np.max(np.abs(got[name].astype(np.float64) - want))) if want.size else 0.0
+            if not diff <= atol:
+                raise ExportError(
+                    f"{path.name}: output {name!r} differs from PyTorch by {diff:.3g} "
+                    f"(allowed {atol:g}) on inputs {shapes}; if the exporter warned that "
+                    "the trace may be incorrect, data-dependent Python in forward was frozen "
+                    "into the graph: use torch ops (torch.where) instead of Python branches"
+                )
