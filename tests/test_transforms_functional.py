@@ -1,0 +1,213 @@
+"""model_agnostic.transforms.functional helpers against torchvision's functional API.
+
+Images are generated from fixed seeds; PIL results must match pixel for pixel,
+array results exactly (shape, dtype, values).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import model_agnostic.transforms as M
+import model_agnostic.transforms.functional as MF
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("torchvision.transforms")
+TF = pytest.importorskip("torchvision.transforms.functional")
+
+MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16", "F", "CMYK"]
+
+
+def make_image(mode: str, size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """A random image of ``mode`` built from raw bytes (P gets a random palette)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    if mode in ("I", "I;16", "F"):
+        dtype = {"I": "<i4", "I;16": "<u2", "F": "<f4"}[mode]
+        data = (rng.standard_normal((height, width)) * 3000 + 30000).astype(dtype)
+        return Image.frombytes(mode, size, data.tobytes())
+    bands = Image.getmodebands(mode)
+    data = rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+    image = Image.frombytes("L" if mode == "1" else mode, size, data.tobytes())
+    if mode == "1":
+        return image.convert("1")
+    if mode == "P":
+        image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+    return image
+
+
+def assert_same(ours: Any, theirs: Any) -> None:
+    """PIL: same mode, size, pixels, palette. Arrays: same shape, dtype and values."""
+    if isinstance(theirs, (tuple, list)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs)
+        for mine, expected in zip(ours, theirs):
+            assert_same(mine, expected)
+    elif isinstance(theirs, Image.Image):
+        assert isinstance(ours, Image.Image)
+        assert (ours.mode, ours.size) == (theirs.mode, theirs.size)
+        assert ours.tobytes() == theirs.tobytes()
+        assert ours.getpalette() == theirs.getpalette()
+    else:
+        expected = theirs.numpy()
+        assert isinstance(ours, np.ndarray)
+        assert (ours.shape, ours.dtype) == (expected.shape, expected.dtype)
+        assert np.array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("mode", MODES + ["PA", "YCbCr"])
+def test_image_size_channels_and_dimensions_match_torchvision_on_pil(mode):
+    image = make_image(mode, (13, 7))
+    assert MF.get_image_size(image) == TF.get_image_size(image) == [13, 7]
+    assert MF.get_image_num_channels(image) == TF.get_image_num_channels(image)
+    assert MF.get_dimensions(image) == TF.get_dimensions(image)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (1, 7, 13), (3, 7, 13), (2, 4, 7, 13)])
+def test_image_size_channels_and_dimensions_match_torchvision_on_ndarrays(shape):
+    array, tensor = np.zeros(shape, np.float32), torch.zeros(shape)
+    assert MF.get_image_size(array) == TF.get_image_size(tensor)
+    assert MF.get_image_num_channels(array) == TF.get_image_num_channels(tensor)
+    assert MF.get_dimensions(array) == TF.get_dimensions(tensor)
+
+
+def test_image_size_rejects_non_images():
+    with pytest.raises(TypeError, match="img should be PIL Image or ndarray. Got <class 'list'>"):
+        MF.get_image_size([[0]])
+    with pytest.raises(TypeError, match=r"expected shape \(..., H, W\)"):
+        MF.get_dimensions(np.zeros(3))
+
+
+BOXES = [(0, 0, 5, 5), (2, 3, 4, 6), (-3, -2, 6, 5), (5, 9, 20, 20), (-4, 10, 30, 3), (0, 0, 13, 7)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_crop_matches_torchvision_on_pil_inside_and_outside_bounds(mode):
+    image = make_image(mode, (13, 7))
+    for box in BOXES:
+        assert_same(MF.crop(image, *box), TF.crop(image, *box))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16])
+@pytest.mark.parametrize("shape", [(7, 13), (3, 7, 13), (2, 3, 7, 13)])
+def test_crop_matches_torchvision_on_ndarrays_and_returns_copies(shape, dtype):
+    array = (np.random.default_rng(1).standard_normal(shape) * 100).astype(dtype)
+    for box in BOXES:
+        ours = MF.crop(array, *box)
+        assert_same(ours, TF.crop(torch.from_numpy(array), *box))
+        assert ours.flags.c_contiguous and not np.shares_memory(ours, array)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hflip_and_vflip_match_torchvision_on_pil(mode):
+    for size in [(1, 1), (13, 7), (6, 10)]:
+        image = make_image(mode, size)
+        assert_same(MF.hflip(image), TF.hflip(image))
+        assert_same(MF.vflip(image), TF.vflip(image))
+
+
+@pytest.mark.parametrize("shape", [(7, 1), (3, 7, 13), (2, 3, 1, 13)])
+def test_hflip_and_vflip_match_torchvision_on_ndarrays_and_return_copies(shape):
+    array = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    for ours_fn, theirs_fn in ((MF.hflip, TF.hflip), (MF.vflip, TF.vflip)):
+        ours = ours_fn(array)
+        assert_same(ours, theirs_fn(torch.from_numpy(array)))
+        assert ours.flags.c_contiguous and not np.shares_memory(ours, array)
+
+
+def test_flips_and_crops_reject_non_images():
+    for fn in (MF.hflip, MF.vflip, lambda img: MF.crop(img, 0, 0, 1, 1), MF.to_grayscale):
+        with pytest.raises(TypeError, match="img should be PIL Image"):
+            fn("not an image")
+
+
+def test_compute_resized_output_size_matches_torchvision_on_a_sweep():
+    from torchvision.transforms.functional import _compute_resized_output_size as tv_size
+
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        h, w = (int(v) for v in rng.integers(1, 5000, 2))
+        size = [int(rng.integers(1, 1000))]
+        max_size = None if rng.random() < 0.5 else size[0] + int(rng.integers(1, 1000))
+        expected = tv_size((h, w), size, max_size)
+        assert MF._compute_resized_output_size((h, w), size, max_size) == expected
+        pair = [int(v) for v in rng.integers(1, 1000, 2)]
+        assert MF._compute_resized_output_size((h, w), pair) == tv_size((h, w), pair)
+
+
+@pytest.mark.parametrize("mode", list(M.InterpolationMode))
+def test_interpolation_accepts_every_spelling(mode):
+    tv_mode = T.InterpolationMode(mode.value)
+    spellings = [mode, tv_mode, mode.value, mode.value.upper(), mode.name, mode.name.lower()]
+    assert all(MF._to_interpolation(s) is mode for s in spellings)
+    assert MF._to_interpolation(mode.value.replace("-", "_")) is mode
+
+
+@pytest.mark.parametrize("pil_constant", [Image.Resampling.NEAREST, Image.Resampling.LANCZOS,
+                                          Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
+                                          Image.Resampling.BOX, Image.Resampling.HAMMING])
+def test_interpolation_accepts_the_pil_constants_torchvision_accepts(pil_constant):
+    from torchvision.transforms.functional import _interpolation_modes_from_int
+
+    expected = _interpolation_modes_from_int(int(pil_constant)).value
+    assert MF._to_interpolation(pil_constant).value == expected
+    assert MF._to_interpolation(int(pil_constant)).value == expected
+    assert M.Resize(10, pil_constant).interpolation.value == expected
+
+
+@pytest.mark.parametrize("value", [True, 1.5, object()])
+def test_interpolation_rejects_other_types(value):
+    with pytest.raises(TypeError, match="InterpolationMode, its string value or a Pillow"):
+        MF._to_interpolation(value)
+
+
+def test_normalize_handles_batches_scalars_and_float64_like_torchvision():
+    batch = np.random.default_rng(4).random((2, 3, 5, 5)).astype(np.float32)
+    mean, std = (0.1, 0.2, 0.3), (0.9, 0.8, 0.7)
+    assert_same(MF.normalize(batch, mean, std), TF.normalize(torch.from_numpy(batch), mean, std))
+    assert_same(MF.normalize(batch, 0.5, 0.25), TF.normalize(torch.from_numpy(batch), 0.5, 0.25))
+    wide = batch.astype(np.float64)
+    assert_same(MF.normalize(wide, mean, std), TF.normalize(torch.from_numpy(wide), mean, std))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I", "F", "1", "P"])
+def test_to_tensor_returns_fresh_writable_contiguous_arrays(mode):
+    image = make_image(mode, (9, 5))
+    for out in (MF.to_tensor(image), MF.pil_to_tensor(image)):
+        assert out.flags.c_contiguous and out.flags.writeable
+        out[...] = 0  # must not touch the image
+    assert MF.pil_to_tensor(image).tobytes() == TF.pil_to_tensor(image).numpy().tobytes()
+
+
+def test_to_tensor_uint8_division_is_bit_identical_to_torch():
+    every_value = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    expected = TF.to_tensor(Image.fromarray(every_value)).numpy()
+    assert np.array_equal(MF.to_tensor(Image.fromarray(every_value)), expected)
+    assert np.array_equal(MF.to_tensor(every_value), expected)
+
+
+def test_ten_crop_accepts_every_size_form_like_torchvision():
+    image = make_image("RGB", (20, 16))
+    array = MF.to_tensor(image)
+    for size in (8, [8], (8, 6), [5, 7]):
+        assert_same(MF.ten_crop(image, size, True), TF.ten_crop(image, size, True))
+        assert_same(MF.ten_crop(array, size), TF.ten_crop(torch.from_numpy(array), size))
+    with pytest.raises(ValueError, match=r"Requested crop size \[30, 7\] is bigger than input"):
+        MF.ten_crop(image, [30, 7])
+
+
+def test_pad_keeps_the_palette_of_p_images_in_every_mode():
+    image = make_image("P", (6, 5))
+    for padding_mode in ("constant", "edge", "reflect", "symmetric"):
+        ours = MF.pad(image, (2, 1), fill=3, padding_mode=padding_mode)
+        assert_same(ours, TF.pad(image, (2, 1), fill=3, padding_mode=padding_mode))
+        assert ours.mode == "P" and ours.getpalette() == image.getpalette()
+
+
+def test_pad_edge_changes_cmyk_to_rgba_like_torchvision():
+    image = make_image("CMYK", (4, 4))
+    ours = MF.pad(image, 1, padding_mode="edge")
+    assert ours.mode == TF.pad(image, 1, padding_mode="edge").mode == "RGBA"
