@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .config import load_model
 from .errors import (
+    ArtifactError,
     CheckpointError,
     ConfigError,
     ExportError,
@@ -49,6 +50,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "ModelLoadError",
+    "ArtifactError",
     "InferenceError",
     "ExportError",
     "MissingDependencyError",

@@ -31,8 +31,10 @@ __all__ = ["BACKEND_ENV", "Config", "load_config", "load_model", "import_model_c
 BACKEND_ENV = "MODEL_AGNOSTIC_BACKEND"
 
 _STR, _BOOL, _INT = (str,), (bool,), (int,)
+_FLOAT = (int, float)
 _STRS, _PAIRS = "list of strings", "list of [regex, replacement] pairs"
-_PATH = "path"
+_INTS, _SIZES = "list of integers", "list of [height, width] pairs"
+_PATH, _PATHS = "path", "list of paths"
 
 #: section -> key -> expected type; ``None`` key set means "any keys" (user options).
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -56,7 +58,23 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "enable_cpu_mem_arena": _BOOL,
         "enable_mem_pattern": _BOOL,
     },
-    "export": {"opset": _INT, "dynamic_batch": _BOOL},
+    "export": {
+        "opset": _INT,
+        "dynamic_batch": _BOOL,
+        "dynamic_hw": _BOOL,
+        "exporter": _STR,
+        "example": _PATH,
+    },
+    "verify": {
+        "atol": _FLOAT,
+        "rtol": _FLOAT,
+        "preprocessing_atol": _FLOAT,
+        "topk": _INT,
+        "batch_sizes": _INTS,
+        "image_sizes": _SIZES,
+        "samples": _PATHS,
+        "generated": _INT,
+    },
 }
 
 
@@ -77,6 +95,10 @@ class Config:
     @property
     def export(self) -> dict[str, Any]:
         return dict(self.sections.get("export", {}))
+
+    @property
+    def verify(self) -> dict[str, Any]:
+        return dict(self.sections.get("verify", {}))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -114,12 +136,18 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def load_model(
     config: str | os.PathLike[str] | Config, backend: str | None = None
 ) -> Model:
-    """Build the model a config file describes, ready to ``predict``.
+    """Build the model a config file or an exported artifact describes, ready to ``predict``.
 
-    The backend is, in order: the ``backend`` argument, the
-    ``MODEL_AGNOSTIC_BACKEND`` environment variable, the config's ``backend``.
+    ``config`` is a TOML file, an artifact folder or its ``.zip``; an artifact's
+    checksums are verified before anything in it is read. The backend is, in
+    order: the ``backend`` argument, the ``MODEL_AGNOSTIC_BACKEND`` environment
+    variable, the config's ``backend``.
     """
-    cfg = config if isinstance(config, Config) else load_config(config)
+    if not isinstance(config, Config):
+        from .export.artifact import is_artifact, open_artifact
+
+        config = load_config(open_artifact(config) if is_artifact(config) else config)
+    cfg = config
     chosen = backend or os.environ.get(BACKEND_ENV) or cfg.backend
     if chosen not in BACKENDS:
         raise ConfigError(
@@ -197,7 +225,7 @@ def _check_keys(path: Path, section: str, table: Mapping[str, Any], allowed: Any
 
 
 def _check_type(path: Path, key: str, value: Any, expected: Any) -> None:
-    ok = isinstance(value, expected) and not (expected == _INT and isinstance(value, bool))
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
     if not ok:
         names = " or ".join(t.__name__ for t in expected)
         raise ConfigError(f"{path}: {key} must be {names}, got {value!r}")
@@ -207,10 +235,18 @@ def _coerce(path: Path, key: str, value: Any, expected: Any) -> Any:
     if expected == _PATH:
         _check_type(path, key, value, _STR)
         return str((path.parent / value).resolve()) if value else value
-    if expected == _STRS:
-        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{path}: {key} must be a {_STRS}, got {value!r}")
-        return value
+    if expected in (_STRS, _PATHS, _INTS):
+        kind = int if expected == _INTS else str
+        if not (isinstance(value, list) and all(type(v) is kind for v in value)):
+            raise ConfigError(f"{path}: {key} must be a {expected}, got {value!r}")
+        return [str((path.parent / v).resolve()) for v in value] if expected == _PATHS else value
+    if expected == _SIZES:
+        if not (
+            isinstance(value, list)
+            and all(isinstance(p, list) and len(p) == 2 and all(type(d) is int and d > 0 for d in p) for p in value)
+        ):
+            raise ConfigError(f"{path}: {key} must be a {_SIZES}, got {value!r}")
+        return [tuple(pair) for pair in value]
     if expected == _PAIRS:
         if not (
             isinstance(value, list)

@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "ModelLoadError",
+    "ArtifactError",
     "InferenceError",
     "ExportError",
     "MissingDependencyError",
@@ -53,6 +54,10 @@ class UnsafeCheckpointError(CheckpointError):
 
 class ModelLoadError(ModelAgnosticError):
     """A model class, ONNX file or backend cannot be loaded."""
+
+
+class ArtifactError(ModelLoadError):
+    """A model artifact is incomplete, tampered with, or unsafe to unpack."""
 
 
 class InferenceError(ModelAgnosticError, RuntimeError):

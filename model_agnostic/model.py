@@ -46,6 +46,8 @@ class Model(ABC):
     output_names: tuple[str, ...] = ("output",)
     #: Short name of the backend (``"pytorch"``, ``"onnxruntime"``); set by backends.
     backend_name: ClassVar[str] = ""
+    #: The user's class holding the hooks, when bound to a backend by ``with_backend``.
+    hooks_class: ClassVar[type[Model] | None] = None
 
     def __init__(self, **options: Any) -> None:
         allowed = self.option_names()

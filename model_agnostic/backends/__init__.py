@@ -61,8 +61,9 @@ def bind(hooks: type[Model], backend: str | type[Model]) -> type[Model]:
             f"{hooks.__name__} does not define create_model(), which the "
             f"{runner.backend_name} backend needs to build the network"
         )
-    return type(
-        hooks.__name__,
-        (hooks, runner),
-        {"__module__": hooks.__module__, "__qualname__": f"{hooks.__qualname__}[{runner.backend_name}]"},
-    )
+    namespace = {
+        "__module__": hooks.__module__,
+        "__qualname__": f"{hooks.__qualname__}[{runner.backend_name}]",
+        "hooks_class": hooks,
+    }
+    return type(hooks.__name__, (hooks, runner), namespace)

@@ -1,0 +1,253 @@
+"""Torch-free model artifacts: a folder (or zip) that runs with the core dependencies only.
+
+::
+
+    chexnet/
+      model.onnx          the graph
+      config.toml         backend = "onnxruntime", the model class, its options
+      model.py            the user's hooks, copied when the class came from a file
+      labels.json         the model's ``labels``, when it has them
+      metadata.json       versions, opset, creation time, signatures, preprocessing settings
+      parity.json         the report ``verify`` produced
+      CHECKSUMS.sha256    SHA-256 of every other file (``sha256sum -c`` compatible)
+
+Loading verifies every checksum first and refuses a changed, missing or unlisted
+file by name; a zip is unpacked into a cache folder only after every member
+name is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ArtifactError, ExportError
+from ..model import Model
+
+__all__ = ["CHECKSUMS", "FORMAT", "is_artifact", "open_artifact", "verify_checksums", "write_artifact"]
+
+log = logging.getLogger("model_agnostic.artifact")
+
+FORMAT = "model-agnostic-artifact/1"
+CHECKSUMS = "CHECKSUMS.sha256"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_MAX_MEMBERS, _MAX_UNPACKED = 64, 8 * 2**30
+
+
+def write_artifact(
+    model: Model,
+    onnx_path: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    report: dict[str, Any] | None = None,
+    export_settings: dict[str, Any] | None = None,
+    archive: bool = False,
+) -> Path:
+    """Write an artifact folder for ``model`` around an exported ``onnx_path``; returns its path.
+
+    With ``archive=True`` a ``<directory>.zip`` holding the same files is written too.
+    """
+    from ..backends.onnx_runtime import OnnxModel
+
+    out = Path(directory)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"artifact folder {str(out)!r} exists and is not empty; choose a new one")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, out / "model.onnx")
+    class_spec = _copy_hooks_source(model, out)
+    options = _options(model)
+    _write_config(out / "config.toml", class_spec, options)
+    labels = getattr(model, "labels", None)
+    if labels:
+        (out / "labels.json").write_text(json.dumps(list(labels), indent=2) + "\n")
+    graph = OnnxModel(out / "model.onnx")
+    metadata = {
+        "format": FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_class": class_spec,
+        "weights": str(getattr(model, "weights_source", "unknown")),
+        "versions": _versions(),
+        "export": export_settings or {},
+        "inputs": [_signature(spec) for spec in graph.inputs],
+        "outputs": [_signature(spec) for spec in graph.outputs],
+        "preprocessing": {"options": options, "pipeline": repr(getattr(model, "transform", None))},
+        "labels": "labels.json" if labels else None,
+    }
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    (out / "parity.json").write_text(json.dumps(report or {"passed": None}, indent=2) + "\n")
+    _write_checksums(out)
+    if archive:
+        _write_zip(out, out.with_name(out.name + ".zip"))
+    return out
+
+
+def is_artifact(path: str | os.PathLike[str]) -> bool:
+    """True for an artifact folder or a ``.zip`` archive of one."""
+    path = Path(path)
+    return (path.is_dir() and (path / CHECKSUMS).is_file()) or (
+        path.is_file() and path.suffix == ".zip"
+    )
+
+
+def open_artifact(path: str | os.PathLike[str]) -> Path:
+    """Verify an artifact (unpacking a zip first) and return its ``config.toml``."""
+    path = Path(path)
+    folder = _unpack(path) if path.is_file() else path
+    verify_checksums(folder)
+    return folder / "config.toml"
+
+
+def verify_checksums(folder: str | os.PathLike[str]) -> None:
+    """Raise :class:`ArtifactError` naming any file that is changed, missing or unlisted."""
+    folder = Path(folder)
+    listing = folder / CHECKSUMS
+    if not listing.is_file():
+        raise ArtifactError(f"{str(folder)!r} is not an artifact: it has no {CHECKSUMS}")
+    expected: dict[str, str] = {}
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
+        digest, _, name = line.partition("  ")
+        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and _PLAIN_NAME.match(name)):
+            raise ArtifactError(f"{listing}: line {number} is not '<sha256>  <file name>'")
+        expected[name] = digest
+    for entry in folder.iterdir():
+        if entry.name in (CHECKSUMS, "__pycache__"):
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            raise ArtifactError(f"artifact {folder.name}: {entry.name!r} is not a regular file; refused")
+        if entry.name not in expected:
+            raise ArtifactError(f"artifact {folder.name}: {entry.name!r} is not listed in {CHECKSUMS}; refused")
+    for name, digest in expected.items():
+        file = folder / name
+        if not file.is_file():
+            raise ArtifactError(f"artifact {folder.name}: {name!r} is missing")
+        if _sha256(file) != digest:
+            raise ArtifactError(
+                f"artifact {folder.name}: {name!r} does not match its SHA-256 checksum; "
+                "the file was changed after export, refused"
+            )
+
+
+def _copy_hooks_source(model: Model, out: Path) -> str:
+    hooks = type(model).hooks_class or type(model)
+    module = sys.modules.get(hooks.__module__)
+    if hooks.__module__ == "__main__" or module is None:
+        raise ExportError(
+            f"{hooks.__name__} is defined in a script (__main__); move it to its own module so "
+            "the artifact can import it without running the script"
+        )
+    if not hooks.__module__.startswith("_model_agnostic_user."):
+        return f"{hooks.__module__}:{hooks.__qualname__}"  # an installed package: import it
+    source = Path(module.__file__ or "")
+    if not _PLAIN_NAME.match(source.name):
+        raise ExportError(f"cannot copy model source {source.name!r} into the artifact")
+    shutil.copyfile(source, out / source.name)
+    return f"{source.name}:{hooks.__qualname__}"
+
+
+def _options(model: Model) -> dict[str, Any]:
+    options = {}
+    for name in sorted(model.option_names()):
+        value = getattr(model, name)
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, (str, bool, int, float, list)):
+            options[name] = value
+        else:
+            log.warning("option %r of type %s is not stored in the artifact", name, type(value).__name__)
+    return options
+
+
+def _write_config(path: Path, class_spec: str, options: dict[str, Any]) -> None:
+    lines = [
+        "# Written by model-agnostic export; runs on ONNX Runtime without torch.",
+        'backend = "onnxruntime"',
+        "",
+        "[model]",
+        f"class = {json.dumps(class_spec)}",
+    ]
+    if options:
+        lines += ["", "[model.options]"] + [f"{k} = {_toml(v)}" for k, v in options.items()]
+    lines += ["", "[onnxruntime]", 'path = "model.onnx"', ""]
+    path.write_text("\n".join(lines))
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)
+    return "[" + ", ".join(_toml(v) for v in value) + "]"
+
+
+def _signature(spec: Any) -> dict[str, Any]:
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in spec.shape]
+    return {"name": spec.name, "dtype": str(spec.dtype), "shape": shape}
+
+
+def _versions() -> dict[str, str]:
+    versions = {"model_agnostic": __version__, "python": platform.python_version()}
+    for name in ("torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "unknown")
+    return versions
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_checksums(folder: Path) -> None:
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS)
+    (folder / CHECKSUMS).write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+
+
+def _write_zip(folder: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.iterdir()):
+            if file.is_file():
+                archive.write(file, file.name)
+
+
+def _unpack(archive_path: Path) -> Path:
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"{str(archive_path)!r} is not a valid artifact archive: {exc}") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > _MAX_MEMBERS or sum(m.file_size for m in members) > _MAX_UNPACKED:
+            raise ArtifactError(f"{archive_path.name}: too many or too large members; refused")
+        for member in members:
+            if not _PLAIN_NAME.match(member.filename) or member.is_dir():
+                raise ArtifactError(
+                    f"{archive_path.name}: member {member.filename!r} is not a plain file name; refused"
+                )
+        cache = Path(os.environ.get("MODEL_AGNOSTIC_CACHE", Path.home() / ".cache" / "model_agnostic"))
+        target = cache / "artifacts" / _sha256(archive_path)[:32]
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent))
+        archive.extractall(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process unpacked it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
