@@ -14,11 +14,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[torch,dev]' $(TORCH_PINS)
 	touch $@
 
-# CheXNet end to end: build on PyTorch, export to ONNX (checked against PyTorch),
-# then predict the sample X-ray on ONNX Runtime in a process that never imports torch.
+# CheXNet end to end: build on PyTorch, export to ONNX, verify parity stage by stage,
+# write a checksummed artifact, inspect it, then predict the sample X-ray from the
+# artifact on ONNX Runtime in a process where torch cannot be imported.
 demo: $(VENV)/.installed
-	$(PY) -m model_agnostic export --config $(CHEXNET)/config.toml --example $(XRAY)
-	$(PY) -m model_agnostic predict --forbid-torch --config $(CHEXNET)/config.toml $(XRAY)
+	$(PY) -m model_agnostic export --config $(CHEXNET)/config.toml --force
+	$(PY) -m model_agnostic inspect $(CHEXNET)/artifacts/chexnet
+	$(PY) -m model_agnostic predict --forbid-torch --config $(CHEXNET)/artifacts/chexnet $(XRAY)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

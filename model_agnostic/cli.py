@@ -1,7 +1,8 @@
-"""The ``model-agnostic`` command line.
+"""The ``model-agnostic`` command line: export, verify, predict, inspect.
 
-Exit codes: 0 success, 1 a model_agnostic error (the message says what was
-wrong), 2 bad command-line usage.
+Exit codes (for CI pipelines): 0 success; 1 an error (the message on stderr says
+what was wrong); 2 bad command-line usage; 3 parity failed (verify, or export
+refusing to ship).
 """
 
 from __future__ import annotations
@@ -9,28 +10,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, ModelAgnosticError
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARITY"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(format="model-agnostic: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         return int(args.run(args))
     except ModelAgnosticError as exc:
         print(f"model-agnostic: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -42,96 +52,137 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(args.config, backend=args.backend)
     start = time.perf_counter()
     results = model.predict_batch(args.inputs)
-    elapsed = time.perf_counter() - start
     report = {
         "backend": model.backend_name,
         "torch_imported": sys.modules.get("torch") is not None,
         "weights": getattr(model, "weights_source", "unknown"),
-        "seconds": round(elapsed, 4),
+        "seconds": round(time.perf_counter() - start, 4),
         "results": [{"input": name, "result": r} for name, r in zip(args.inputs, results)],
     }
-    json.dump(report, sys.stdout, indent=args.indent)
-    sys.stdout.write("\n")
+    print(json.dumps(report, indent=args.indent))
     return EXIT_OK
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .config import load_config, load_model
-    from .export import DEFAULT_OPSET, export_onnx
+    from .config import load_config
+    from .export.artifact import CHECKSUMS
+    from .export.pipeline import export_model
 
     config = load_config(args.config)
-    settings = config.export
-    output = args.output or config.backend_options("onnxruntime").get("path")
-    if not output:
-        raise ConfigError(f"{config.path}: export needs --output or an [onnxruntime] path")
-    model = load_model(config, backend="pytorch")
-    print(f"exporting {type(model).__name__} to {output} ...", file=sys.stderr)
-    start = time.perf_counter()
-    path = export_onnx(
-        model,
-        output,
-        args.example,
-        opset=args.opset or settings.get("opset", DEFAULT_OPSET),
-        dynamic_batch=settings.get("dynamic_batch", True),
-        exporter=args.exporter,
+    output = Path(args.output or config.export.get("output") or "")
+    if not str(output) or output == Path("."):
+        raise ConfigError(f"{config.path}: export needs --output or [export] output")
+    if output.exists() and args.force:
+        if not (output / CHECKSUMS).is_file():
+            raise ConfigError(f"--force only replaces an artifact; {output} is not one")
+        shutil.rmtree(output)
+    print(f"exporting {config.model_class} to {output}", file=sys.stderr)
+    result = export_model(
+        config, output, example=args.example, samples=args.samples, archive=args.archive,
+        progress=_progress, opset=args.opset, exporter=args.exporter,
+        dynamic_hw=True if args.dynamic_hw else None,
     )
-    size = Path(path).stat().st_size / 2**20
-    print(
-        f"wrote {path} ({size:.1f} MiB) in {time.perf_counter() - start:.1f} s; "
-        "ONNX Runtime agrees with PyTorch on the example",
-        file=sys.stderr,
-    )
+    print(result.report.summary(), file=sys.stderr)
+    if result.artifact is None:
+        print("model-agnostic: parity failed; no artifact written", file=sys.stderr)
+        return EXIT_PARITY
+    print(f"wrote {result.artifact}" + (" and its .zip" if args.archive else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .export.pipeline import verify_config
+
+    report = verify_config(args.config, args.onnx, args.samples, progress=_progress)
+    print(report.summary(), file=sys.stderr)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return EXIT_OK if report.passed else EXIT_PARITY
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspection import describe, render
+
+    info = describe(args.path)
+    print(json.dumps(info, indent=2) if args.json else render(info))
     return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-agnostic",
-        description="Run one model on PyTorch or ONNX Runtime, chosen by config.",
-        epilog="Exit codes: 0 success, 1 error (message on stderr), 2 bad usage.",
+        description="Write a model once; export it to ONNX with proof of parity; run it on "
+        "PyTorch or ONNX Runtime, chosen by config.",
+        epilog="Exit codes: 0 success, 1 error (message on stderr), 2 bad usage, 3 parity failed.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    predict = commands.add_parser(
-        "predict",
-        help="run the full pipeline on inputs and print JSON",
-        description="Load the model a config describes and print its results for each "
-        "input as JSON (one backend call for all inputs).",
+    _add_export(commands)
+    _add_verify(commands)
+    _add_predict(commands)
+    inspect = commands.add_parser(
+        "inspect", help="describe an artifact or .onnx file",
+        description="Show inputs, outputs, opset, op counts, size and the parity summary of an "
+        "artifact folder, its .zip, or a plain .onnx file.",
     )
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="raw inputs (image files)")
-    predict.add_argument("--indent", type=int, default=2, help="JSON indent (default 2)")
-    predict.add_argument(
-        "--forbid-torch",
-        action="store_true",
-        help="make 'import torch' fail in this process, proving the path runs without PyTorch",
-    )
-    predict.set_defaults(run=_predict)
+    inspect.add_argument("path", help="artifact folder, .zip, or .onnx file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(run=_inspect)
+    return parser
 
+
+def _add_export(commands: Any) -> None:
     export = commands.add_parser(
-        "export",
-        help="export the model to ONNX from the PyTorch backend",
-        description="Build the model on the PyTorch backend, export it to ONNX with a "
-        "dynamic batch axis, and check ONNX Runtime gives the same outputs on the example.",
+        "export", help="export to ONNX, verify parity, write a torch-free artifact",
+        description="Build the model on PyTorch, export it to ONNX (dynamic batch axis), verify "
+        "preprocessing, inference and post-processing against PyTorch on the example, the "
+        "samples and generated inputs, and write a checksummed artifact folder only if parity "
+        "holds (exit 3 otherwise).",
     )
-    export.add_argument("--example", required=True, help="a raw input used to trace shapes")
-    export.add_argument("--output", help="ONNX file (default: the config's [onnxruntime] path)")
-    export.add_argument("--opset", type=int, help="ONNX opset (default: config, else 18)")
-    export.add_argument(
-        "--exporter",
-        choices=("torchscript", "dynamo"),
-        default="torchscript",
-        help="exporter to try first; the other is the fallback (default: torchscript)",
-    )
+    export.add_argument("--config", required=True, help="the model's TOML config file")
+    export.add_argument("--example", help="raw input to trace shapes (default: [export] example)")
+    export.add_argument("--sample", dest="samples", action="append", default=[], metavar="INPUT",
+                        help="extra input to verify on (repeatable)")
+    export.add_argument("--output", help="artifact folder (default: [export] output)")
+    export.add_argument("--archive", action="store_true", help="also write <output>.zip")
+    export.add_argument("--force", action="store_true", help="replace an existing artifact")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: [export] opset, else 18)")
+    export.add_argument("--exporter", choices=("torchscript", "dynamo"),
+                        help="exporter to try first; the other is the fallback")
+    export.add_argument("--dynamic-hw", action="store_true",
+                        help="make height and width dynamic too (checked at other sizes)")
     export.set_defaults(run=_export)
 
-    for sub in (predict, export):
-        sub.add_argument("--config", required=True, help="the model's TOML config file")
-    predict.add_argument(
-        "--backend",
-        choices=("pytorch", "onnxruntime"),
-        help="override the config's backend (also: MODEL_AGNOSTIC_BACKEND)",
+
+def _add_verify(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify", help="compare PyTorch and ONNX Runtime stage by stage",
+        description="Compare the config's PyTorch model with an exported graph or artifact: "
+        "preprocessing vs the model's reference, inference at several batch sizes, and "
+        "post-processing. Exit 0 if every stage is within tolerance ([verify] in the "
+        "config), 3 if not.",
     )
-    return parser
+    verify.add_argument("samples", nargs="*", metavar="INPUT", help="inputs to compare on")
+    verify.add_argument("--config", required=True, help="the model's TOML config file")
+    verify.add_argument("--onnx", help="ONNX file or artifact (default: [onnxruntime] path)")
+    verify.add_argument("--report", help="also write the report as JSON to this file")
+    verify.set_defaults(run=_verify)
+
+
+def _add_predict(commands: Any) -> None:
+    predict = commands.add_parser(
+        "predict", help="run the full pipeline on inputs and print JSON",
+        description="Load a model from a config file or an artifact and print its result for "
+        "each input as JSON (one backend call for all inputs).",
+    )
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="raw inputs (image files)")
+    predict.add_argument("--config", required=True, help="TOML config file, artifact folder or .zip")
+    predict.add_argument("--backend", choices=("pytorch", "onnxruntime"),
+                         help="override the config's backend (also: MODEL_AGNOSTIC_BACKEND)")
+    predict.add_argument("--indent", type=int, default=2, help="JSON indent (default 2)")
+    predict.add_argument("--forbid-torch", action="store_true",
+                         help="make 'import torch' fail in this process, proving the path runs "
+                         "without PyTorch")
+    predict.set_defaults(run=_predict)
 
 
 if __name__ == "__main__":  # pragma: no cover

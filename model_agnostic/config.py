@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "dynamic_hw": _BOOL,
         "exporter": _STR,
         "example": _PATH,
+        "output": _PATH,
     },
     "verify": {
         "atol": _FLOAT,

@@ -62,3 +62,52 @@ class TwoHeads(Model):
     def preprocessing(self, raw: Any) -> dict[str, np.ndarray]:
         image = np.asarray(raw, dtype=np.float32)[None]
         return {"image": image, "bias": np.full((1, 3), 0.5, dtype=np.float32)}
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TinyImage(Model):
+    """A small image classifier with torchvision-style preprocessing and its reference.
+
+    ``broken`` swaps in a classic porting bug: ``"nearest"`` (PIL nearest-neighbour
+    instead of bilinear) or ``"square"`` (a square resize instead of shorter side).
+    """
+
+    broken: str = ""
+
+    input_names = ("image",)
+    output_names = ("logits",)
+    labels = ("a", "b", "c", "d")
+
+    def create_model(self) -> Any:
+        import torch
+
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(32, 4),
+        )
+
+    def preprocessing(self, raw: Any) -> np.ndarray:
+        from model_agnostic import transforms as T
+
+        image = load_image(raw, mode="RGB")
+        if self.broken == "nearest":
+            resize = T.Resize(20, interpolation=T.InterpolationMode.NEAREST)
+        elif self.broken == "square":
+            resize = T.Resize((20, 20))
+        else:
+            resize = T.Resize(20)
+        pipeline = T.Compose([resize, T.CenterCrop(16), T.ToTensor(), T.Normalize(MEAN, STD)])
+        return pipeline(image)[None]
+
+    def reference_preprocessing(self, raw: Any) -> np.ndarray:
+        from torchvision import transforms as tv
+
+        pipeline = tv.Compose([tv.Resize(20), tv.CenterCrop(16), tv.ToTensor(), tv.Normalize(MEAN, STD)])
+        return pipeline(load_image(raw, mode="RGB"))[None].numpy()
+
+    def process_result(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        logits = outputs["logits"][0]
+        order = np.argsort(-logits, kind="stable")
+        return [{"label": self.labels[i], "score": float(logits[i])} for i in order]

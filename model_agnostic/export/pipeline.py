@@ -49,7 +49,7 @@ def export_model(
     cfg = config if isinstance(config, Config) else load_config(config)
     settings = {**cfg.export, **{k: v for k, v in overrides.items() if v is not None}}
     example = example if example is not None else settings.get("example")
-    samples = [*samples, *cfg.verify.get("samples", [])]
+    samples = _unique([*samples, *cfg.verify.get("samples", [])])
     if example is None:
         example = samples[0] if samples else None
     if example is None:
@@ -72,7 +72,9 @@ def export_model(
         candidate = _on_onnx(reference, onnx_path)
         report = _timed(
             progress, "verifying parity",
-            lambda: _verify(cfg, reference, candidate, [example, *samples], export_kwargs["dynamic_hw"]),
+            lambda: _verify(
+                cfg, reference, candidate, _unique([example, *samples]), export_kwargs["dynamic_hw"]
+            ),
         )
         if not report.passed:
             return ExportResult(None, report)
@@ -159,6 +161,18 @@ def _on_onnx(reference: Model, path: str | os.PathLike[str]) -> Model:
     """The reference's hooks and options on ONNX Runtime."""
     hooks = type(reference).hooks_class or type(reference)
     return hooks.with_backend("onnxruntime")(path, **_options(reference))
+
+
+def _unique(samples: list[Any]) -> list[Any]:
+    """Drop repeated file names (the example is often also a sample)."""
+    seen: set[str] = set()
+    kept = []
+    for sample in samples:
+        key = str(Path(sample).resolve()) if isinstance(sample, (str, Path)) else None
+        if key is None or key not in seen:
+            kept.append(sample)
+            seen.add(key or "")
+    return kept
 
 
 def _options(model: Model) -> dict[str, Any]:
