@@ -64,9 +64,11 @@ def write_artifact(
     out = Path(directory)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"artifact folder {str(out)!r} exists and is not empty; choose a new one")
+    class_spec, source = _hooks_source(model)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, out / "model.onnx")
-    class_spec = _copy_hooks_source(model, out)
+    if source is not None:
+        shutil.copyfile(source, out / source.name)
     options = _options(model)
     _write_config(out / "config.toml", class_spec, options)
     labels = getattr(model, "labels", None)
@@ -139,7 +141,8 @@ def verify_checksums(folder: str | os.PathLike[str]) -> None:
             )
 
 
-def _copy_hooks_source(model: Model, out: Path) -> str:
+def _hooks_source(model: Model) -> tuple[str, Path | None]:
+    """The class spec for the artifact's config, and the source file to copy (if any)."""
     hooks = type(model).hooks_class or type(model)
     module = sys.modules.get(hooks.__module__)
     if hooks.__module__ == "__main__" or module is None:
@@ -148,12 +151,11 @@ def _copy_hooks_source(model: Model, out: Path) -> str:
             "the artifact can import it without running the script"
         )
     if not hooks.__module__.startswith("_model_agnostic_user."):
-        return f"{hooks.__module__}:{hooks.__qualname__}"  # an installed package: import it
+        return f"{hooks.__module__}:{hooks.__qualname__}", None  # an installed package
     source = Path(module.__file__ or "")
     if not _PLAIN_NAME.match(source.name):
         raise ExportError(f"cannot copy model source {source.name!r} into the artifact")
-    shutil.copyfile(source, out / source.name)
-    return f"{source.name}:{hooks.__qualname__}"
+    return f"{source.name}:{hooks.__qualname__}", source
 
 
 def _options(model: Model) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""Artifacts: what they hold, loading torch-free, and refusing anything tampered with."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from model_agnostic import ArtifactError, ExportError, load_model
+from model_agnostic.cli import EXIT_OK, main
+from model_agnostic.export.artifact import CHECKSUMS, verify_checksums
+from tests.conftest import ROOT, XRAY, run_without_torch
+
+CONFIG = f"""
+[model]
+class = "@TESTS@/../tests/tiny_models.py:TinyImage"
+[export]
+example = "{XRAY.as_posix()}"
+[verify]
+generated = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from model_agnostic.export.pipeline import export_model
+
+    work = tmp_path_factory.mktemp("artifact")
+    config = work / "config.toml"
+    config.write_text(CONFIG.replace("@TESTS@", (ROOT / "tests").as_posix()))
+    result = export_model(config, work / "tiny", archive=True)
+    assert result.artifact is not None
+    return result.artifact
+
+
+@pytest.fixture
+def artifact(built: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "tiny"
+    shutil.copytree(built, copy)
+    return copy
+
+
+def test_artifact_holds_model_config_source_labels_metadata_parity_and_checksums(artifact: Path) -> None:
+    names = sorted(p.name for p in artifact.iterdir())
+    assert names == sorted(
+        [CHECKSUMS, "config.toml", "labels.json", "metadata.json", "model.onnx", "parity.json", "tiny_models.py"]
+    )
+    meta = json.loads((artifact / "metadata.json").read_text())
+    assert meta["format"] == "model-agnostic-artifact/1"
+    assert {"model_agnostic", "torch", "onnx", "onnxruntime"} <= set(meta["versions"])
+    assert meta["export"]["opset"] == 18 and meta["created"]
+    assert meta["inputs"] == [{"name": "image", "dtype": "float32", "shape": [-1, 3, 16, 16]}]
+    assert meta["preprocessing"]["options"] == {"broken": ""}
+    assert json.loads((artifact / "labels.json").read_text()) == ["a", "b", "c", "d"]
+    assert json.loads((artifact / "parity.json").read_text())["passed"] is True
+    assert 'backend = "onnxruntime"' in (artifact / "config.toml").read_text()
+
+
+def test_artifact_runs_where_torch_cannot_be_imported(artifact: Path) -> None:
+    code = (
+        "from model_agnostic import load_model\n"
+        f"model = load_model({str(artifact)!r})\n"
+        f"print(model.backend_name, model.predict({str(XRAY)!r})[0]['label'])\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    backend, label = done.stdout.split()
+    assert backend == "onnxruntime" and label in "abcd"
+
+
+def test_zip_archive_loads_like_the_folder(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_AGNOSTIC_CACHE", str(tmp_path / "cache"))
+    from_zip = load_model(built.with_name("tiny.zip")).predict(XRAY)
+    assert from_zip == load_model(built).predict(XRAY)
+
+
+@pytest.mark.parametrize("victim", ["model.onnx", "config.toml", "tiny_models.py", "parity.json"])
+def test_a_changed_file_is_refused_by_name(artifact: Path, victim: str) -> None:
+    with (artifact / victim).open("ab") as stream:
+        stream.write(b"\n# tampered\n")
+    with pytest.raises(ArtifactError, match=f"'{victim}' does not match its SHA-256 checksum"):
+        load_model(artifact)
+
+
+def test_missing_unlisted_and_linked_files_are_refused(artifact: Path) -> None:
+    (artifact / "labels.json").unlink()
+    with pytest.raises(ArtifactError, match="'labels.json' is missing"):
+        verify_checksums(artifact)
+    (artifact / "labels.json").write_text("[]")
+    (artifact / "sitecustomize.py").write_text("print('hi')")
+    with pytest.raises(ArtifactError, match="'sitecustomize.py' is not listed"):
+        verify_checksums(artifact)
+
+
+def test_symlinked_file_is_refused(artifact: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.onnx"
+    shutil.move(artifact / "model.onnx", outside)
+    os.symlink(outside, artifact / "model.onnx")
+    with pytest.raises(ArtifactError, match="'model.onnx' is not a regular file"):
+        verify_checksums(artifact)
+
+
+def test_zip_with_a_path_escaping_member_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_AGNOSTIC_CACHE", str(tmp_path / "cache"))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../../escaped.txt", "x")
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        load_model(evil)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_corrupt_zip_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK not really")
+    with pytest.raises(ArtifactError, match="not a valid artifact archive"):
+        load_model(bad)
+
+
+def test_export_refuses_to_overwrite_a_non_empty_folder(built: Path) -> None:
+    pytest.importorskip("torch")
+    from model_agnostic.export.artifact import write_artifact
+
+    with pytest.raises(ExportError, match="exists and is not empty"):
+        write_artifact(load_model(built), built / "model.onnx", built)
+
+
+def test_class_defined_in_a_script_cannot_be_packaged(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from model_agnostic import Model
+    from model_agnostic.export.artifact import write_artifact
+
+    class Script(Model):
+        def create_model(self) -> object:
+            return torch.nn.Identity()
+
+    Script.__module__ = "__main__"
+    model = Script.with_backend("pytorch")()
+    with pytest.raises(ExportError, match="move it to its own module"):
+        write_artifact(model, tmp_path / "x.onnx", tmp_path / "out")
+
+
+def test_cli_inspect_shows_signature_ops_and_parity(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(built)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "checksums   ok" in text and "input       image: float32 ['batch', 3, 16, 16]" in text
+    assert "Conv 1" in text and "parity      PASSED" in text
+    assert main(["inspect", "--json", str(built / "model.onnx")]) == EXIT_OK
+    info = json.loads(capsys.readouterr().out)
+    assert info["opset"] == {"ai.onnx": 18} and info["op_counts"]["Conv"] == 1
+
+
+def test_cli_predict_runs_an_artifact_without_torch(built: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "model_agnostic", "predict", "--forbid-torch", "--config", str(built), str(XRAY)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["torch_imported"] is False
