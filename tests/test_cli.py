@@ -33,11 +33,13 @@ def config(write_config: Callable[..., Path], tmp_path: Path) -> Path:
 
 def test_export_then_predict_on_onnx_runtime_without_torch(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images = [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
-    assert main(["export", "--config", str(config), "--example", images[0]]) == EXIT_OK
-    assert (tmp_path / "tiny.onnx").is_file()
-    assert "ONNX Runtime agrees with PyTorch" in capsys.readouterr().err
+    artifact = tmp_path / "artifact"
+    assert main(["export", "--config", str(config), "--example", images[0], "--output", str(artifact)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "exporting to ONNX: done" in err and "parity PASSED" in err
+    assert (artifact / "model.onnx").is_file()
     done = subprocess.run(
-        [sys.executable, "-m", "model_agnostic", "predict", "--forbid-torch", "--config", str(config), *images],
+        [sys.executable, "-m", "model_agnostic", "predict", "--forbid-torch", "--config", str(artifact), *images],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == EXIT_OK, done.stderr
@@ -86,13 +88,26 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == EXIT_USAGE
 
 
-@pytest.mark.parametrize("command", [[], ["predict"], ["export"]])
+def test_export_force_replaces_only_an_artifact(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(tmp_path / "img0.png")
+    out = tmp_path / "artifact"
+    args = ["export", "--config", str(config), "--example", image, "--output", str(out)]
+    assert main(args) == EXIT_OK
+    assert main(args) == EXIT_ERROR and "exists and is not empty" in capsys.readouterr().err
+    assert main([*args, "--force"]) == EXIT_OK
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("precious")
+    code = main(["export", "--config", str(config), "--example", image, "--output", str(tmp_path / "mine"), "--force"])
+    assert code == EXIT_ERROR and (tmp_path / "mine" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("command", [[], ["predict"], ["export"], ["verify"], ["inspect"]])
 def test_help_explains_each_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "--config" in text or "COMMAND" in text
+    assert "--config" in text or "COMMAND" in text or "artifact" in text
 
 
 def test_console_script_is_installed() -> None:
