@@ -100,7 +100,7 @@ def test_published_checkpoint_loads_to_the_original_weights(original: dict[str, 
     loaded = pytorch_model.network.state_dict()
     assert loaded.keys() == original.keys()
     assert all(torch.equal(loaded[k], original[k]) for k in original)
-    assert pytorch_model.weights_source.endswith("model.pth.tar")
+    assert pytorch_model.weights_source.startswith("model.pth.tar (sha256 ")
 
 
 @pytest.mark.parametrize("tencrop", [True, False], ids=["tencrop", "centercrop"])

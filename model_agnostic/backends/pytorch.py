@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from abc import abstractmethod
+from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -86,7 +88,7 @@ class PyTorchModel(Model):
                 trust_checkpoint=trust_checkpoint,
             )
             apply_state_dict(network, state, strict=strict)
-            self.weights_source = os.fspath(weights)
+            self.weights_source = _describe_file(Path(weights))
         self.network = network.to(self.device).eval()
 
     @abstractmethod
@@ -120,6 +122,15 @@ class PyTorchModel(Model):
                 f"{len(self.output_names)} tensors named {list(self.output_names)}"
             )
         return {name: value.detach().cpu().numpy() for name, value in items}
+
+
+def _describe_file(path: Path) -> str:
+    """``name (sha256 0123abcd...)``: identifies the weights without leaking local paths."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name} (sha256 {digest.hexdigest()[:16]})"
 
 
 def _to_tensor(torch: Any, array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -50,12 +50,12 @@ def export_model(
     settings = {**cfg.export, **{k: v for k, v in overrides.items() if v is not None}}
     example = example if example is not None else settings.get("example")
     samples = _unique([*samples, *cfg.verify.get("samples", [])])
-    if example is None:
-        example = samples[0] if samples else None
-    if example is None:
+    if example is None and not samples:
         raise ConfigError(
             f"{cfg.path}: export needs an example input: pass --example or set [export] example"
         )
+    checked = samples if example is None else _unique([example, *samples])
+    example = checked[0]
     reference = _timed(progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch"))
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
@@ -72,9 +72,7 @@ def export_model(
         candidate = _on_onnx(reference, onnx_path)
         report = _timed(
             progress, "verifying parity",
-            lambda: _verify(
-                cfg, reference, candidate, _unique([example, *samples]), export_kwargs["dynamic_hw"]
-            ),
+            lambda: _verify(cfg, reference, candidate, checked, export_kwargs["dynamic_hw"]),
         )
         if not report.passed:
             return ExportResult(None, report)
