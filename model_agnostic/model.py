@@ -107,7 +107,7 @@ class Model(ABC):
             )
         if not raws:
             return []
-        prepared = [self._prepare(raw) for raw in raws]
+        prepared = [self.prepare(raw) for raw in raws]
         counts = [_rows(arrays) for arrays in prepared]
         batch = {
             name: np.concatenate([arrays[name] for arrays in prepared])
@@ -120,7 +120,8 @@ class Model(ABC):
             self.process_result(part) for part in _split(outputs, counts, sum(counts))
         ]
 
-    def _prepare(self, raw: Any) -> Arrays:
+    def prepare(self, raw: Any) -> Arrays:
+        """``preprocessing(raw)`` as ``{input_name: array}``, checked against the contract."""
         arrays = self.preprocessing(raw)
         if isinstance(arrays, np.ndarray):
             if len(self.input_names) != 1:

@@ -149,7 +149,7 @@ def _verify(
 
 def _takes_images(model: Model, image: Any) -> bool:
     try:
-        model._prepare(image)
+        model.prepare(image)
     except (ModelAgnosticError, TypeError, ValueError):
         return False
     return True

@@ -67,7 +67,7 @@ def export_onnx(
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = model._prepare(example)
+    arrays = model.prepare(example)
     if dynamic_batch:  # a batch of 1 would be specialised away by torch.export
         arrays = {k: np.concatenate([v, v]) if v.shape[0] == 1 else v for k, v in arrays.items()}
     args = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in model.input_names)

@@ -131,7 +131,7 @@ def verify(
     if not samples:
         raise ModelAgnosticError("verify needs at least one sample input")
     names = list(sample_names or [_describe(raw) for raw in samples])
-    prepared = [reference._prepare(raw) for raw in samples]
+    prepared = [reference.prepare(raw) for raw in samples]
     stages = [
         _preprocessing(reference, samples, prepared, names, tolerances),
         _inference(reference, candidate, prepared, batch_sizes, image_sizes, tolerances),

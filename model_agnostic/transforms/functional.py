@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import _resize
+from ._resize import _check_resize_size, _compute_resized_output_size, _is_int
+
 __all__ = [  # noqa: RUF022 - grouped like torchvision's functional module
     "InterpolationMode", "get_dimensions", "get_image_size", "get_image_num_channels",
     "to_tensor", "pil_to_tensor", "normalize", "resize", "pad", "crop", "center_crop",
@@ -47,10 +50,6 @@ _PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 _PIL_ONLY = ("{fn}() needs a PIL Image, got an ndarray of shape {shape}: apply {cls} to the PIL "
              "image before ToTensor (torchvision's tensor kernel differs from PIL's; only PIL "
              "parity is supported)")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _to_interpolation(value: Any) -> InterpolationMode:
@@ -175,41 +174,6 @@ def normalize(tensor: np.ndarray, mean: Sequence[float], std: Sequence[float],
     return np.divide(out, std_a, out=out)
 
 
-def _compute_resized_output_size(image_size: tuple[int, int], size: list[int],
-                                 max_size: int | None = None) -> list[int]:
-    """Output ``[h, w]``: torchvision's rounding (int() truncation of the long side)."""
-    h, w = image_size
-    short, long = (w, h) if w <= h else (h, w)
-    if len(size) == 1:
-        requested_new_short = size[0]
-        new_short, new_long = requested_new_short, int(requested_new_short * long / short)
-        if max_size is not None:
-            if max_size <= requested_new_short:
-                raise ValueError(f"max_size = {max_size} must be strictly greater than the "
-                                 f"requested size for the smaller edge size = {size}")
-            if new_long > max_size:
-                new_short, new_long = int(max_size * new_short / new_long), max_size
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    else:
-        new_w, new_h = size[1], size[0]
-    return [new_h, new_w]
-
-
-def _check_resize_size(size: Any, max_size: int | None) -> list[int]:
-    if _is_int(size):
-        size = [size]
-    elif not isinstance(size, Sequence) or isinstance(size, str):
-        raise TypeError(f"size should be int or sequence of length 1 or 2. Got {type(size)}")
-    if len(size) not in (1, 2):
-        raise ValueError(f"size should be int or sequence of length 1 or 2. Got {len(size)} values")
-    if not all(_is_int(s) for s in size):
-        raise TypeError(f"size should contain ints. Got {size!r}")
-    if max_size is not None and len(size) != 1:
-        raise ValueError("max_size should only be passed if size specifies the length of the "
-                         "smaller edge, i.e. size should be an int or a sequence of length 1.")
-    return [int(s) for s in size]
-
-
 def resize(img: Image.Image, size: int | Sequence[int],
            interpolation: Any = InterpolationMode.BILINEAR, max_size: int | None = None,
            antialias: bool | None = True) -> Image.Image:
@@ -230,7 +194,7 @@ def resize(img: Image.Image, size: int | Sequence[int],
     if antialias is False:
         warnings.warn("Anti-alias option is always applied for PIL Image input. Argument "
                       "antialias is ignored.", stacklevel=2)
-    return img.resize((out_w, out_h), _PIL_FILTER[interpolation])
+    return _resize.resize(img, (out_w, out_h), _PIL_FILTER[interpolation])
 
 
 def _check_pad_args(padding: Any, fill: Any, padding_mode: Any, is_array: bool) -> None:
