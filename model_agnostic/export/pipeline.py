@@ -158,7 +158,8 @@ def _takes_images(model: Model, image: Any) -> bool:
 def _on_onnx(reference: Model, path: str | os.PathLike[str]) -> Model:
     """The reference's hooks and options on ONNX Runtime."""
     hooks = type(reference).hooks_class or type(reference)
-    return hooks.with_backend("onnxruntime")(path, **_options(reference))
+    runner: Any = hooks.with_backend("onnxruntime")
+    return runner(path, **_options(reference))
 
 
 def _unique(samples: list[Any]) -> list[Any]:
