@@ -139,10 +139,13 @@ def test_class_defined_in_a_script_cannot_be_packaged(tmp_path: Path) -> None:
         def create_model(self) -> object:
             return torch.nn.Identity()
 
-    Script.__module__ = "__main__"
     model = Script.with_backend("pytorch")()
+    with pytest.raises(ExportError, match="defined inside a function; define it at module level"):
+        write_artifact(model, tmp_path / "x.onnx", tmp_path / "out")
+    Script.__qualname__, Script.__module__ = "Script", "__main__"
     with pytest.raises(ExportError, match="move it to its own module"):
         write_artifact(model, tmp_path / "x.onnx", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_inspect_shows_signature_ops_and_parity(built: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -197,3 +197,29 @@ def test_without_dynamic_hw_other_sizes_are_refused_before_running(tiny: Any, tm
     path = export_onnx(tiny, tmp_path / "fixed.onnx", EXAMPLE)
     with pytest.raises(TensorSpecError, match=r"expects \[batch, 3, 8, 8\]"):
         OnnxModel(path).infer({"image": np.zeros((1, 3, 9, 9), np.float32)})
+
+
+def test_external_weights_are_gathered_into_one_file_and_shipped(tmp_path: Path) -> None:
+    """Models over 2 GiB keep weights outside the .onnx; the exporter writes one file per tensor."""
+    from model_agnostic.export.artifact import write_artifact
+
+    class Wide(TinyNet):
+        def create_model(self) -> Any:
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 64), torch.nn.Linear(64, 4))
+
+    tiny = Wide.with_backend("pytorch")()
+    path = export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE)
+    proto = onnx.load(str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    scattered = {p.name for p in tmp_path.iterdir()} - {"m.onnx"}
+    assert len(scattered) > 3  # as the TorchScript exporter leaves a large model
+    to_onnx._stamp(path, tiny, "torchscript", 18)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    Wide.__qualname__ = "Wide"  # write_artifact refuses classes it could not import again
+    artifact = write_artifact(tiny, path, tmp_path / "artifact")
+    assert (artifact / "m.onnx.data").is_file()
+    array = np.random.default_rng(2).random((2, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(
+        OnnxModel(artifact / "model.onnx").infer({"image": array})["logits"],
+        tiny.infer({"image": array})["logits"], atol=1e-5,
+    )

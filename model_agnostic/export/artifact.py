@@ -67,6 +67,8 @@ def write_artifact(
     class_spec, source = _hooks_source(model)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, out / "model.onnx")
+    for name in _external_data(Path(onnx_path)):  # weights of models over 2 GiB
+        shutil.copyfile(Path(onnx_path).parent / name, out / name)
     if source is not None:
         shutil.copyfile(source, out / source.name)
     options = _options(model)
@@ -141,10 +143,27 @@ def verify_checksums(folder: str | os.PathLike[str]) -> None:
             )
 
 
+def _external_data(onnx_path: Path) -> set[str]:
+    import onnx
+
+    from .to_onnx import external_data_files
+
+    names = external_data_files(onnx.load(str(onnx_path), load_external_data=False))
+    unsafe = [n for n in names if not _PLAIN_NAME.match(n) or n in ("model.onnx", CHECKSUMS)]
+    if unsafe:
+        raise ExportError(f"{onnx_path.name} keeps weights in {unsafe}; expected plain file names")
+    return names
+
+
 def _hooks_source(model: Model) -> tuple[str, Path | None]:
     """The class spec for the artifact's config, and the source file to copy (if any)."""
     hooks = type(model).hooks_class or type(model)
     module = sys.modules.get(hooks.__module__)
+    if "<locals>" in hooks.__qualname__:
+        raise ExportError(
+            f"{hooks.__qualname__} is defined inside a function; define it at module level "
+            "so the artifact can import it"
+        )
     if hooks.__module__ == "__main__" or module is None:
         raise ExportError(
             f"{hooks.__name__} is defined in a script (__main__); move it to its own module so "

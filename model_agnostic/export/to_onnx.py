@@ -16,7 +16,7 @@ from .._deps import require
 from ..errors import ExportError
 from ..model import Arrays, Model
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx", "external_data_files"]
 
 log = logging.getLogger("model_agnostic.export")
 
@@ -36,6 +36,7 @@ def export_onnx(
     dynamic_hw: bool = False,
     exporter: str = EXPORTERS[0],
     atol: float = 1e-4,
+    rtol: float = 1e-4,
 ) -> Path:
     """Write ``model``'s network to ``path`` as ONNX and check ONNX Runtime agrees with PyTorch.
 
@@ -48,9 +49,9 @@ def export_onnx(
         dynamic_hw: also make height and width (axes 2, 3) of 4-D inputs dynamic.
         exporter: ``"torchscript"`` or ``"dynamo"`` (``torch.export``); if it
             fails the other is tried and a warning says so.
-        atol: largest absolute difference allowed between PyTorch and ONNX Runtime,
-            checked on the example and on perturbed inputs of other batch sizes
-            (and image sizes, with ``dynamic_hw``).
+        atol, rtol: ONNX Runtime must agree with PyTorch elementwise within
+            ``atol + rtol * |expected|``, on the example and on perturbed inputs of
+            other batch sizes (and image sizes, with ``dynamic_hw``).
 
     Raises:
         ExportError: no exporter succeeded (naming the module and op at fault), the
@@ -74,7 +75,7 @@ def export_onnx(
     axes = _dynamic_axes(args, dynamic_batch, dynamic_hw)
     used = _export_with_fallback(torch, network, args, model, path, opset, axes, exporter)
     _stamp(path, model, used, opset)
-    _check_agrees(path, model, _probes(arrays, dynamic_batch, dynamic_hw), atol)
+    _check_agrees(path, model, _probes(arrays, dynamic_batch, dynamic_hw), atol, rtol)
     return path
 
 
@@ -139,7 +140,7 @@ def _run_exporter(
         torch.onnx.export(
             network, args, str(path), dynamo=True, opset_version=opset,
             dynamic_shapes=shapes if any(axes) else None,
-            external_data=False, verbose=False, **names,
+            external_data=_parameter_bytes(network) > 2**31 - 2**27, verbose=False, **names,
         )
         return
     dynamic = {n: spec for n, spec in zip(model.input_names, axes) if spec}
@@ -151,10 +152,16 @@ def _run_exporter(
     )
 
 
+def _parameter_bytes(network: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in network.state_dict().values())
+
+
 def _stamp(path: Path, model: Model, exporter: str, opset: int) -> None:
+    """Add our metadata, gather any external weights into one ``<name>.data`` file, check."""
     import onnx
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    scattered = external_data_files(proto)
     meta = {
         "model_agnostic.version": __version__,
         "model_agnostic.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -167,11 +174,34 @@ def _stamp(path: Path, model: Model, exporter: str, opset: int) -> None:
     proto.metadata_props.extend(kept)
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
+    if scattered:  # over 2 GiB: the exporter wrote one file per tensor
+        onnx.load_external_data_for_model(proto, str(path.parent))
+        data = f"{path.name}.data"
+        onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=data, size_threshold=1024)
+        for name in scattered - {data}:
+            (path.parent / name).unlink(missing_ok=True)
+    else:
+        onnx.save(proto, str(path))
+    try:  # by path: the only way the checker handles models over 2 GiB
+        onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # onnx raises ValidationError / InferenceError
         raise ExportError(f"{path.name} fails the ONNX checker: {exc}") from exc
-    onnx.save(proto, str(path))
+
+
+def external_data_files(proto: Any) -> set[str]:
+    """File names the model's external tensors live in (relative to the model)."""
+    import onnx
+
+    tensors = [*proto.graph.initializer]
+    tensors += [a.t for node in proto.graph.node for a in node.attribute if a.HasField("t")]
+    return {
+        entry.value
+        for tensor in tensors
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
 
 
 def _probes(arrays: Arrays, dynamic_batch: bool, dynamic_hw: bool) -> list[Arrays]:
@@ -200,7 +230,9 @@ def _probes(arrays: Arrays, dynamic_batch: bool, dynamic_hw: bool) -> list[Array
     return probes
 
 
-def _check_agrees(path: Path, model: Model, probes: list[Arrays], atol: float) -> None:
+def _check_agrees(
+    path: Path, model: Model, probes: list[Arrays], atol: float, rtol: float
+) -> None:
     from ..backends.onnx_runtime import OnnxModel
 
     try:
@@ -217,11 +249,12 @@ def _check_agrees(path: Path, model: Model, probes: list[Arrays], atol: float) -
                 f"{path.name} was written but ONNX Runtime cannot run it on inputs {shapes}: {exc}"
             ) from exc
         for name, want in expected.items():
-            diff = float(np.max(np.abs(got[name].astype(np.float64) - want))) if want.size else 0.0
-            if not diff <= atol:
+            diff = np.abs(got[name].astype(np.float64) - want)
+            if not np.all(diff <= atol + rtol * np.abs(want)):
                 raise ExportError(
-                    f"{path.name}: output {name!r} differs from PyTorch by {diff:.3g} "
-                    f"(allowed {atol:g}) on inputs {shapes}; if the exporter warned that "
+                    f"{path.name}: output {name!r} differs from PyTorch by {diff.max():.3g} "
+                    f"(allowed {atol:g} + {rtol:g} * |expected|) on inputs {shapes}; "
+                    "if the exporter warned that "
                     "the trace may be incorrect, data-dependent Python in forward was frozen "
                     "into the graph: use torch ops (torch.where) instead of Python branches"
                 )
