@@ -88,6 +88,18 @@ def test_bound_class_is_both_the_users_class_and_the_backend() -> None:
     assert bind(Crops, DoubleBackend) is type(model)  # cached
 
 
+def test_a_bound_class_can_be_rebound_to_another_backend() -> None:
+    class Triple(Model):
+        backend_name: ClassVar[str] = "triple"
+
+        def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"output": inputs["input"] * 3}
+
+    rebound = make().with_backend(Triple)
+    assert rebound.hooks_class is Crops and rebound is bind(Crops, Triple)
+    assert rebound().predict(1) == [[3.0, 3.0]]
+
+
 def test_hooks_class_alone_cannot_run_without_a_backend() -> None:
     with pytest.raises(TypeError, match="abstract"):
         Crops()  # type: ignore[abstract]

@@ -32,7 +32,6 @@ def backend_class(name: str) -> type[Model]:
     return getattr(importlib.import_module(module), attr)
 
 
-@lru_cache(maxsize=None)
 def bind(hooks: type[Model], backend: str | type[Model]) -> type[Model]:
     """A class running ``hooks``'s pre/post-processing on ``backend``.
 
@@ -42,6 +41,11 @@ def bind(hooks: type[Model], backend: str | type[Model]) -> type[Model]:
     runner = backend_class(backend) if isinstance(backend, str) else backend
     if not (isinstance(hooks, type) and issubclass(hooks, Model)):
         raise ModelLoadError(f"{hooks!r} is not a model_agnostic.Model subclass")
+    return _bind(hooks.__dict__.get("hooks_class") or hooks, runner)  # a bound class rebinds
+
+
+@lru_cache(maxsize=None)
+def _bind(hooks: type[Model], runner: type[Model]) -> type[Model]:
     if not _is_backend(runner):
         raise ModelLoadError(f"{runner.__name__} is not a backend")
     if issubclass(hooks, runner):
