@@ -6,6 +6,12 @@ array results exactly (shape, dtype, values).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +20,7 @@ from PIL import Image
 
 import model_agnostic.transforms as M
 import model_agnostic.transforms.functional as MF
+from model_agnostic.transforms import _resize
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("torchvision.transforms")
@@ -211,3 +218,173 @@ def test_pad_edge_changes_cmyk_to_rgba_like_torchvision():
     image = make_image("CMYK", (4, 4))
     ours = MF.pad(image, 1, padding_mode="edge")
     assert ours.mode == TF.pad(image, 1, padding_mode="edge").mode == "RGBA"
+
+
+# Threaded resize: functional.resize computes large images in bands in parallel threads
+# (model_agnostic/transforms/_resize.py); every result must be Image.resize's, byte for byte.
+
+ROOT = Path(__file__).resolve().parent.parent
+XRAY = ROOT / "examples" / "chexnet" / "data" / "chest_xray_00030605_000.jpg"
+FILTERS = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX,
+           Image.Resampling.HAMMING, Image.Resampling.LANCZOS]
+BANDED_MODES = ["L", "RGB", "RGBA", "LA", "I", "F", "I;16", "CMYK", "YCbCr"]
+
+
+def assert_same_pil(ours: Image.Image, expected: Image.Image) -> None:
+    assert_same(ours, expected)
+    assert ours.info == expected.info
+
+
+@pytest.fixture
+def force_bands(monkeypatch):
+    """Band every resize that can be banded exactly, however small."""
+    monkeypatch.setattr(_resize, "MIN_COST", 0)
+    monkeypatch.setattr(_resize, "_MIN_BAND", 1)
+
+
+def sweep_pairs(count: int, seed: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(size, output size) pairs: per axis half the time a dyadic ratio (m * 2**j -> m * 2**i,
+    down or up), else arbitrary; a quarter are torchvision ``Resize(int)`` shapes."""
+    rng = np.random.default_rng(seed)
+
+    def axis() -> tuple[int, int]:
+        if rng.random() < 0.5:
+            m, (i, j) = int(rng.integers(1, 25)), rng.choice(5, 2, replace=False)
+            return m * 2 ** int(j), m * 2 ** int(i)
+        return int(rng.integers(1, 300)), int(rng.integers(1, 300))
+
+    pairs = []
+    for _ in range(count):
+        if rng.random() < 0.25:
+            w, h = (int(v) for v in rng.integers(16, 400, 2))
+            size = [int(rng.choice([16, 32, 64, 128, 256]))]
+            out_h, out_w = MF._compute_resized_output_size((h, w), size)
+        else:
+            (w, out_w), (h, out_h) = axis(), axis()
+        pairs.append(((w, h), (out_w, out_h)))
+    return pairs
+
+
+def test_banded_resize_equals_image_resize_on_a_sweep(force_bands):
+    planned: Counter[str] = Counter()
+    for i, (size, out_size) in enumerate(sweep_pairs(300, seed=5)):
+        image = make_image(BANDED_MODES[i % len(BANDED_MODES)], size, seed=i)
+        for resample in (FILTERS[i % 5], FILTERS[(i + 2) % 5]):
+            expected = image.resize(out_size, resample)
+            for bands in (2, 3, 4):
+                plan = _resize.band_plan(image, out_size, resample, bands)
+                if plan is not None:
+                    assert_same_pil(_resize.banded(image, out_size, resample, *plan), expected)
+                    planned[plan[0]] += 1
+    assert planned["rows"] > 300 and planned["columns"] > 150, planned  # both kinds exercised
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "F"])
+def test_banded_resize_equals_image_resize_on_the_xray(force_bands, mode):
+    image = Image.open(XRAY).convert(mode)
+    cases = [((256, 256), f) for f in FILTERS] + [((512, 512), FILTERS[0]), ((256, 320), FILTERS[1]),
+                                                   ((320, 256), FILTERS[4])]
+    for out_size, resample in cases + ([((2048, 2048), FILTERS[0])] if mode == "L" else []):
+        plan = _resize.band_plan(image, out_size, resample, 4)
+        assert plan is not None
+        assert_same_pil(_resize.banded(image, out_size, resample, *plan),
+                        image.resize(out_size, resample))
+
+
+def test_pass_order_rule_matches_pillow():
+    """Where the order of the two passes changes the pixels, Image.resize takes the order
+    band_plan assumes; boxes (as bands use) included."""
+    rule, rng, bicubic = _resize._pass_order(), np.random.default_rng(6), Image.Resampling.BICUBIC
+    assert rule is not None
+    for _ in range(300):
+        w, h, out_w, out_h = (int(v) for v in rng.integers(2, 80, 4))
+        moved = rng.random() < 0.3
+        box = (1, 1, w, h) if moved else (0, 0, w, h)
+        image = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8))
+        h_first = image.resize((out_w, h), bicubic, box=(box[0], 0, w, h)).resize(
+            (out_w, out_h), bicubic, box=(0, box[1], out_w, h))
+        v_first = image.resize((w, out_h), bicubic, box=(0, box[1], w, h)).resize(
+            (out_w, out_h), bicubic, box=(box[0], 0, w, out_h))
+        need_h, need_v = moved or out_w != w, moved or out_h != h
+        expected = v_first if rule((w, h), (out_w, out_h), need_h, need_v) else h_first
+        assert image.resize((out_w, out_h), bicubic, box=box).tobytes() == expected.tobytes()
+
+
+def test_bands_the_plan_refuses_would_not_be_exact(force_bands):
+    """Why band_plan checks ratios and pass order: cut anyway, the pixels differ."""
+    image, bilinear = make_image("RGB", (300, 300), seed=1), Image.Resampling.BILINEAR
+    assert _resize.band_plan(image, (224, 224), bilinear, 2) is None  # 300/224: box rounded
+    naive = _resize.banded(image, (224, 224), bilinear, "rows", [0, 112, 224])
+    assert naive.tobytes() != image.resize((224, 224), bilinear).tobytes()
+    image = make_image("L", (226, 192), seed=0)  # 226 -> 452 is dyadic, but bands of
+    plan = _resize.band_plan(image, (452, 32), bilinear, 4)  # columns would run the passes
+    assert plan is not None and plan[0] == "rows"  # in the other order: rows are chosen
+    naive = _resize.banded(image, (452, 32), bilinear, "columns", [0, 113, 226, 339, 452])
+    assert naive.tobytes() != image.resize((452, 32), bilinear).tobytes()
+
+
+def test_resize_bands_large_images_in_worker_threads(monkeypatch):
+    monkeypatch.setenv(_resize.ENV_THREADS, "2")
+    calls, band = [], _resize._band
+
+    def spy(*args: Any) -> Image.Image:
+        calls.append((threading.current_thread().name, args[-2:]))
+        return band(*args)
+
+    monkeypatch.setattr(_resize, "_band", spy)
+    image = Image.open(XRAY).convert("RGB")
+    assert_same_pil(MF.resize(image, 256), TF.resize(image, 256))
+    assert sorted(span for _, span in calls) == [(0, 128), (128, 256)]
+    assert {name.split("_")[0] for name, _ in calls} == {"MainThread", "model"}
+
+
+@pytest.mark.parametrize("case", ["threads=1", "small", "nearest", "not dyadic", "P", "1"])
+def test_resize_makes_one_call_when_banding_is_off_small_or_inexact(monkeypatch, case):
+    monkeypatch.setenv(_resize.ENV_THREADS, "1" if case == "threads=1" else "4")
+    monkeypatch.setattr(_resize, "_band", lambda *args: pytest.fail("banded"))
+    image = Image.open(XRAY).convert(case if case in ("P", "1") else "RGB")
+    size, interpolation = {"small": ([64, 48], M.InterpolationMode.BICUBIC),
+                           "nearest": (256, M.InterpolationMode.NEAREST),
+                           "not dyadic": (224, M.InterpolationMode.BILINEAR)}.get(
+                               case, (256, M.InterpolationMode.LANCZOS))
+    image = image.resize((256, 256)) if case == "small" else image
+    tv_mode = T.InterpolationMode(interpolation.value)
+    assert_same_pil(MF.resize(image, size, interpolation), TF.resize(image, size, tv_mode))
+
+
+def test_resize_threads_setting(monkeypatch):
+    monkeypatch.delenv(_resize.ENV_THREADS, raising=False)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _resize.resize_threads() == min(cpus or 1, _resize.MAX_THREADS)
+    monkeypatch.setenv(_resize.ENV_THREADS, " 3 ")
+    assert _resize.resize_threads() == 3
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv(_resize.ENV_THREADS, bad)
+        with pytest.raises(ValueError, match="MODEL_AGNOSTIC_RESIZE_THREADS should be a positive"):
+            MF.resize(make_image("L", (8, 8)), 4)
+
+
+def test_no_thread_on_import_pool_on_first_large_resize_and_fresh_pool_after_fork():
+    code = f"""
+import os, sys, threading
+os.environ[{_resize.ENV_THREADS!r}] = "2"
+sys.path.insert(0, {str(ROOT)!r})
+from PIL import Image
+import model_agnostic.transforms as T
+from model_agnostic.transforms import _resize
+assert threading.active_count() == 1 and not _resize._pools
+T.Resize(8)(Image.new("RGB", (16, 16)))
+assert threading.active_count() == 1 and not _resize._pools
+T.Resize(256)(Image.new("RGB", (1024, 1024)))
+assert list(_resize._pools) == [1] and threading.active_count() == 2
+if hasattr(os, "fork"):  # a forked child has none of the parent's workers: it makes its own
+    pid = os.fork()
+    if pid == 0:
+        T.Resize(256)(Image.new("RGB", (1024, 1024)))
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
