@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_agnostic.cli import EXIT_OK, EXIT_PARITY, main
-from model_agnostic.export.pipeline import export_model, generated_images, verify_config
+from model_agnostic.export.pipeline import export_model, generated_images
 from model_agnostic.export.verify import Tolerances, verify
 from tests.conftest import XRAY
 
