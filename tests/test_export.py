@@ -96,6 +96,45 @@ def test_export_that_disagrees_with_pytorch_is_refused(
         export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE)
 
 
+def test_refusal_says_the_difference_is_not_float32_rounding(
+    tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_infer = OnnxModel.infer
+    monkeypatch.setattr(OnnxModel, "infer", lambda self, x: {k: v + 1 for k, v in real_infer(self, x).items()})
+    with pytest.raises(ExportError, match=r"ONNX Runtime is off by 1 and PyTorch float32 by [0-9.]+e-\d+, so this is not float32 rounding"):
+        export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE)
+    assert all(p.dtype == torch.float32 for p in tiny.network.parameters())
+
+
+class Float32Noisy(torch.nn.Module):
+    """Computes 1e-3 too much in float32 and exactly in float64: PyTorch's own rounding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, image: Any) -> Any:
+        logits = image.mean(dim=(2, 3)) * self.scale
+        return logits + 1e-3 if logits.dtype == torch.float32 else logits
+
+
+def test_float32_rounding_in_pytorch_is_accepted_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Noisy(TinyNet):
+        def create_model(self) -> Any:
+            return Float32Noisy()
+
+    model = Noisy.with_backend("pytorch")()
+    real_infer = OnnxModel.infer  # the traced graph adds the 1e-3 too; take it out: exact
+    monkeypatch.setattr(OnnxModel, "infer",
+                        lambda self, x: {k: v - 1e-3 for k, v in real_infer(self, x).items()})
+    with caplog.at_level(logging.WARNING, "model_agnostic.export"):
+        export_onnx(model, tmp_path / "m.onnx", EXAMPLE + 0.5)
+    assert "float32 rounding, not an export fault" in caplog.text
+    assert model.network.scale.dtype == torch.float32
+
+
 def test_unknown_exporter_is_rejected(tiny: Any, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exporter must be one of"):
         export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE, exporter="tf2onnx")

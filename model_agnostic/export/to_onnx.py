@@ -24,6 +24,9 @@ DEFAULT_OPSET = 18
 #: Tried in this order unless the caller picks one. TorchScript first: on DenseNet-121
 #: it exports in 2.3 s against dynamo's 20.7 s with the same error (docs/export.md).
 EXPORTERS = ("torchscript", "dynamo")
+#: An export whose output misses atol/rtol is still accepted when ONNX Runtime is at most
+#: this many times farther than PyTorch float32 from the network run in float64.
+FLOAT32_NOISE_FACTOR = 2.0
 
 
 def export_onnx(
@@ -51,7 +54,10 @@ def export_onnx(
             fails the other is tried and a warning says so.
         atol, rtol: ONNX Runtime must agree with PyTorch elementwise within
             ``atol + rtol * |expected|``, on the example and on perturbed inputs of
-            other batch sizes (and image sizes, with ``dynamic_hw``).
+            other batch sizes (and image sizes, with ``dynamic_hw``). Where it does not,
+            the network is also run in float64: if ONNX Runtime is no more than
+            ``FLOAT32_NOISE_FACTOR`` times farther from that than PyTorch's own float32
+            result, the difference is rounding and the export is accepted with a warning.
 
     Raises:
         ExportError: no exporter succeeded (naming the module and op at fault), the
@@ -250,11 +256,50 @@ def _check_agrees(
             ) from exc
         for name, want in expected.items():
             diff = np.abs(got[name].astype(np.float64) - want)
-            if not np.all(diff <= atol + rtol * np.abs(want)):
-                raise ExportError(
-                    f"{path.name}: output {name!r} differs from PyTorch by {diff.max():.3g} "
-                    f"(allowed {atol:g} + {rtol:g} * |expected|) on inputs {shapes}; "
-                    "if the exporter warned that "
-                    "the trace may be incorrect, data-dependent Python in forward was frozen "
-                    "into the graph: use torch ops (torch.where) instead of Python branches"
-                )
+            if np.all(diff <= atol + rtol * np.abs(want)):
+                continue
+            message = (f"{path.name}: output {name!r} differs from PyTorch by {diff.max():.3g} "
+                       f"(allowed {atol:g} + {rtol:g} * |expected|) on inputs {shapes}")
+            referee = _float64_outputs(model, arrays)
+            if referee is not None and name in referee:
+                exact = referee[name]
+                ours = float(np.abs(got[name] - exact).max())
+                torchs = float(np.abs(want - exact).max())
+                if ours <= max(FLOAT32_NOISE_FACTOR * torchs, atol):
+                    log.warning(
+                        "%s; but against the same network run in float64, ONNX Runtime is off "
+                        "by %.3g and PyTorch float32 itself by %.3g: float32 rounding, not an "
+                        "export fault, so the export is accepted. Compare at a looser "
+                        "tolerance, or expect the same spread from PyTorch on other hardware",
+                        message, ours, torchs)
+                    continue
+                message += (f"; against the network run in float64, ONNX Runtime is off by "
+                            f"{ours:.3g} and PyTorch float32 by {torchs:.3g}, so this is not "
+                            "float32 rounding")
+            raise ExportError(
+                message + "; if the exporter warned that the trace may be incorrect, "
+                "data-dependent Python in forward was frozen into the graph: use torch ops "
+                "(torch.where) instead of Python branches"
+            )
+
+
+def _float64_outputs(model: Model, arrays: Arrays) -> Arrays | None:
+    """The PyTorch model's outputs in float64, the referee when the two float32 runs
+    disagree: its network is converted in place and restored exactly (float32 -> float64
+    -> float32 is lossless). None when the network cannot run in float64."""
+    import torch
+
+    tensors = [t for t in (*model.network.parameters(), *model.network.buffers())
+               if t.is_floating_point() and t.dtype != torch.float64]
+    dtypes = [t.dtype for t in tensors]
+    try:
+        for tensor in tensors:
+            tensor.data = tensor.data.to(torch.float64)
+        return model.infer({k: v.astype(np.float64) if v.dtype.kind == "f" else v
+                            for k, v in arrays.items()})
+    except Exception as exc:  # a forward that hard-codes float32, an op without float64
+        log.info("float64 reference run failed: %s", exc)
+        return None
+    finally:
+        for tensor, dtype in zip(tensors, dtypes):
+            tensor.data = tensor.data.to(dtype)
