@@ -25,8 +25,11 @@ DEFAULT_OPSET = 18
 #: it exports in 2.3 s against dynamo's 20.7 s with the same error (docs/export.md).
 EXPORTERS = ("torchscript", "dynamo")
 #: An export whose output misses atol/rtol is still accepted when ONNX Runtime is at most
-#: this many times farther than PyTorch float32 from the network run in float64.
-FLOAT32_NOISE_FACTOR = 2.0
+#: this many times farther than PyTorch float32 from the network run in float64. ONNX
+#: Runtime fuses and reorders operations, so its rounding differs from PyTorch's: on
+#: ill-conditioned random-weight EfficientNets it measured 2.2-3.7x PyTorch's own error
+#: (docs/export-coverage.md), while a wrong graph is off by far more than float32 noise.
+FLOAT32_NOISE_FACTOR = 4.0
 
 
 def export_onnx(
@@ -289,7 +292,8 @@ def _float64_outputs(model: Model, arrays: Arrays) -> Arrays | None:
     -> float32 is lossless). None when the network cannot run in float64."""
     import torch
 
-    tensors = [t for t in (*model.network.parameters(), *model.network.buffers())
+    network: Any = getattr(model, "network")
+    tensors = [t for t in (*network.parameters(), *network.buffers())
                if t.is_floating_point() and t.dtype != torch.float64]
     dtypes = [t.dtype for t in tensors]
     try:
