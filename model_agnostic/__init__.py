@@ -21,6 +21,16 @@ from .errors import (
     MissingDependencyError,
     ModelAgnosticError,
     ModelLoadError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ProtocolError,
+    QueueFullError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteResponseError,
+    RemoteStatusError,
+    RemoteTimeoutError,
+    ServingError,
     TensorSpecError,
     UnsafeCheckpointError,
 )
@@ -31,6 +41,7 @@ from .tensors import TensorSpec
 if TYPE_CHECKING:
     from .backends.onnx_runtime import OnnxModel
     from .backends.pytorch import PyTorchModel
+    from .backends.remote import RemoteModel
     from .export import export_onnx
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "Model",
     "PyTorchModel",
     "OnnxModel",
+    "RemoteModel",
     "load_model",
     "load_image",
     "export_onnx",
@@ -54,11 +66,22 @@ __all__ = [
     "InferenceError",
     "ExportError",
     "MissingDependencyError",
+    "ServingError",
+    "ProtocolError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "QueueFullError",
+    "RemoteError",
+    "RemoteConnectionError",
+    "RemoteTimeoutError",
+    "RemoteStatusError",
+    "RemoteResponseError",
 ]
 
 _LAZY = {
     "PyTorchModel": ".backends.pytorch",
     "OnnxModel": ".backends.onnx_runtime",
+    "RemoteModel": ".backends.remote",
     "export_onnx": ".export",
 }
 

@@ -13,6 +13,8 @@ _EXTRAS = {
     "torchvision": "torch",
     "safetensors": "torch",
     "onnxscript": "torch",
+    "waitress": "serve",
+    "prometheus_client": "serve",
 }
 
 

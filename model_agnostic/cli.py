@@ -1,4 +1,4 @@
-"""The ``model-agnostic`` command line: export, verify, predict, inspect.
+"""The ``model-agnostic`` command line: export, verify, predict, inspect, serve.
 
 Exit codes (for CI pipelines): 0 success; 1 an error (the message on stderr says
 what was wrong); 2 bad command-line usage; 3 parity failed (verify, or export
@@ -108,6 +108,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .serving.server import ServerOptions, build_dataplane, serve
+
+    section: dict[str, Any] = {}
+    target = Path(args.target)
+    if target.suffix == ".toml":
+        section = load_config(target).server
+    options = ServerOptions.from_config(
+        section, host=args.host, port=args.port, threads=args.threads,
+        max_request_bytes=args.max_request_bytes, read_timeout_s=args.read_timeout,
+        version_policy=args.version_policy, poll_interval_s=args.poll_interval)
+    _progress(f"loading {target}")
+    dataplane = build_dataplane(target, backend=args.backend, options=options,
+                                metrics=not args.no_metrics, ui=not args.no_ui)
+    serve(dataplane, options)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-agnostic",
@@ -119,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_verify(commands)
     _add_predict(commands)
+    _add_serve(commands)
     inspect = commands.add_parser(
         "inspect", help="describe an artifact or .onnx file",
         description="Show inputs, outputs, opset, op counts, size and the parity summary of an "
@@ -176,13 +196,40 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="raw inputs (image files)")
     predict.add_argument("--config", required=True, help="TOML config file, artifact folder or .zip")
-    predict.add_argument("--backend", choices=("pytorch", "onnxruntime"),
+    predict.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
                          help="override the config's backend (also: MODEL_AGNOSTIC_BACKEND)")
     predict.add_argument("--indent", type=int, default=2, help="JSON indent (default 2)")
     predict.add_argument("--forbid-torch", action="store_true",
                          help="make 'import torch' fail in this process, proving the path runs "
                          "without PyTorch")
     predict.set_defaults(run=_predict)
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve models over HTTP (Open Inference Protocol v2, web page, metrics)",
+        description="Serve a config, an artifact or a model repository folder "
+        "(<name>/<version>/ artifacts, watched for new versions) on waitress, a multi-threaded "
+        "production WSGI server: the v2 REST API with binary tensors, "
+        "/v2/models/<name>/predict for raw images, /ui, /metrics, /openapi.json. "
+        "Options default to the config's [server] section, then the built-in defaults.",
+    )
+    serve.add_argument("target", help="TOML config, artifact folder or .zip, or model repository")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--threads", type=int, help="worker threads (default 16)")
+    serve.add_argument("--max-request-bytes", type=int, help="body size limit (default 64 MiB)")
+    serve.add_argument("--read-timeout", type=float,
+                       help="seconds a stalled client may hold a connection (default 30)")
+    serve.add_argument("--version-policy",
+                       help="repository: latest (default), latest:N, all, specific:1,3")
+    serve.add_argument("--poll-interval", type=float,
+                       help="repository: seconds between scans for new versions (default 1)")
+    serve.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
+                       help="override the config's backend (single model)")
+    serve.add_argument("--no-metrics", action="store_true", help="turn /metrics off")
+    serve.add_argument("--no-ui", action="store_true", help="turn the web page off")
+    serve.set_defaults(run=_serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

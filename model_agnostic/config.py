@@ -58,6 +58,34 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "enable_cpu_mem_arena": _BOOL,
         "enable_mem_pattern": _BOOL,
     },
+    "remote": {
+        "url": _STR,
+        "model_name": _STR,
+        "model_version": _STR,
+        "protocol": _STR,
+        "binary": _BOOL,
+        "timeout_s": _FLOAT,
+        "connect_timeout_s": _FLOAT,
+        "max_connections": _INT,
+        "headers": dict,
+    },
+    "serving": {
+        "name": _STR,
+        "version": _STR,
+        "batching": _BOOL,
+        "max_batch_size": _INT,
+        "max_queue_delay_ms": _FLOAT,
+        "max_queue_size": _INT,
+    },
+    "server": {
+        "host": _STR,
+        "port": _INT,
+        "threads": _INT,
+        "max_request_bytes": _INT,
+        "read_timeout_s": _FLOAT,
+        "version_policy": _STR,
+        "poll_interval_s": _FLOAT,
+    },
     "export": {
         "opset": _INT,
         "dynamic_batch": _BOOL,
@@ -92,6 +120,14 @@ class Config:
     def backend_options(self, backend: str) -> dict[str, Any]:
         """Keyword arguments for ``backend``'s constructor, paths resolved."""
         return dict(self.sections.get(backend, {}))
+
+    @property
+    def serving(self) -> dict[str, Any]:
+        return dict(self.sections.get("serving", {}))
+
+    @property
+    def server(self) -> dict[str, Any]:
+        return dict(self.sections.get("server", {}))
 
     @property
     def export(self) -> dict[str, Any]:
@@ -160,6 +196,8 @@ def load_model(
     kwargs = cfg.backend_options(chosen)
     if chosen == "onnxruntime" and "path" not in kwargs:
         raise ConfigError(f"{cfg.path}: backend 'onnxruntime' needs [onnxruntime] path")
+    if chosen == "remote" and not {"url", "model_name"} <= kwargs.keys():
+        raise ConfigError(f"{cfg.path}: backend 'remote' needs [remote] url and model_name")
     try:
         return bind(hooks, chosen)(**kwargs, **cfg.options)
     except ModelAgnosticError as exc:

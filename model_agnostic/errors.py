@@ -21,6 +21,16 @@ __all__ = [
     "InferenceError",
     "ExportError",
     "MissingDependencyError",
+    "ServingError",
+    "ProtocolError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "QueueFullError",
+    "RemoteError",
+    "RemoteConnectionError",
+    "RemoteTimeoutError",
+    "RemoteStatusError",
+    "RemoteResponseError",
 ]
 
 
@@ -70,3 +80,62 @@ class ExportError(ModelAgnosticError):
 
 class MissingDependencyError(ModelAgnosticError, ImportError):
     """An optional dependency is not installed."""
+
+
+class ServingError(ModelAgnosticError):
+    """A request to a served model cannot be answered; ``status`` is its HTTP status."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class ProtocolError(ServingError, ValueError):
+    """A request breaks the Open Inference Protocol or does not fit the model (HTTP 400)."""
+
+    status = 400
+
+
+class ModelNotFoundError(ServingError, LookupError):
+    """No served model (or version) has that name (HTTP 404)."""
+
+    status = 404
+
+
+class ModelNotReadyError(ServingError):
+    """The model exists but is still loading or failed to load (HTTP 503)."""
+
+    status = 503
+
+
+class QueueFullError(ServingError):
+    """The model's request queue is full; retry later (HTTP 503)."""
+
+    status = 503
+
+
+class RemoteError(ModelAgnosticError):
+    """The remote backend could not get an answer from its inference server."""
+
+
+class RemoteConnectionError(RemoteError, ConnectionError):
+    """The inference server cannot be reached (refused, reset, DNS)."""
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """The inference server did not answer within the configured timeout."""
+
+
+class RemoteStatusError(RemoteError):
+    """The inference server answered with a non-2xx status; carries its message."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteResponseError(RemoteError, ValueError):
+    """The inference server's answer is malformed or does not fit the model."""

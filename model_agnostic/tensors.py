@@ -16,29 +16,33 @@ Dim = int | str | None
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A named tensor: numpy dtype and shape, where a ``str``/``None`` dim is variable."""
+    """A named tensor: numpy dtype and shape, where a ``str``/``None`` dim is variable.
+
+    ``shape`` is None when even the rank is unknown (a PyTorch network, a v1 server).
+    """
 
     name: str
     dtype: np.dtype
-    shape: tuple[Dim, ...]
+    shape: tuple[Dim, ...] | None
 
     def describe(self) -> str:
+        if self.shape is None:
+            return f"any shape {self.dtype}"
         dims = ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
         return f"[{dims}] {self.dtype}"
 
     def check(self, array: np.ndarray, source: str = "preprocessing") -> None:
         """Raise :class:`TensorSpecError` unless ``array`` fits this spec."""
-        fits = (
-            array.dtype == self.dtype
-            and array.ndim == len(self.shape)
+        fits = array.dtype == self.dtype and (self.shape is None or (
+            array.ndim == len(self.shape)
             and all(
                 not isinstance(want, int) or want < 0 or want == got
                 for want, got in zip(self.shape, array.shape)
             )
-        )
+        ))
         if not fits:
             hint = ""
-            if array.ndim + 1 == len(self.shape):
+            if self.shape is not None and array.ndim + 1 == len(self.shape):
                 hint = "; add the leading batch axis (array[None])"
             elif array.dtype != self.dtype:
                 hint = f"; convert with array.astype(np.{self.dtype})"

@@ -53,3 +53,28 @@ def run_without_torch(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", prelude + code],
         cwd=cwd, capture_output=True, text=True, timeout=120,
     )
+
+
+CHEXNET_CLASS = (ROOT / "examples" / "chexnet" / "model.py").as_posix() + ":CheXNet"
+
+
+def chexnet_config(folder: Path, backend: str, extra: str, tencrop: bool = True) -> Path:
+    """A CheXNet config in ``folder`` for ``backend``, with ``extra`` TOML sections."""
+    path = folder / f"{backend}.toml"
+    path.write_text(f'backend = "{backend}"\n\n[model]\nclass = "{CHEXNET_CLASS}"\n\n'
+                    f"[model.options]\ntencrop = {str(tencrop).lower()}\n\n{extra}\n",
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def chexnet_onnx_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CheXNet exported to ONNX once per session (seeded random weights), served as "chexnet"."""
+    pytest.importorskip("torch")
+    from model_agnostic import export_onnx, load_model
+
+    folder = tmp_path_factory.mktemp("chexnet-onnx")
+    pytorch = load_model(chexnet_config(folder, "pytorch", "[pytorch]\nseed = 0"))
+    export_onnx(pytorch, folder / "chexnet.onnx", XRAY)
+    return chexnet_config(folder, "onnxruntime",
+                          '[onnxruntime]\npath = "chexnet.onnx"\n\n[serving]\nname = "chexnet"')

@@ -50,3 +50,30 @@ def test_export_without_torch_names_the_extra_to_install() -> None:
     done = run_without_torch(code, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "Exporting to ONNX needs the 'torch' package" in done.stdout
+
+
+def test_serving_and_adapters_import_no_web_framework_or_server() -> None:
+    code = (
+        "import model_agnostic.serving, model_agnostic.adapters.flask_app\n"
+        "import model_agnostic.adapters.django_views\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'flask', 'django', 'waitress',\n"
+        "                     'prometheus_client') if sys.modules.get(m)]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_server_without_waitress_names_the_serve_extra() -> None:
+    code = (
+        "sys.modules['waitress'] = None\n"
+        "from model_agnostic import MissingDependencyError\n"
+        "from model_agnostic.serving import BackgroundServer, DataPlane, ModelRepository\n"
+        "try:\n"
+        "    BackgroundServer(DataPlane(ModelRepository())).start()\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = run_without_torch(code, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'model-agnostic[serve]'" in done.stdout

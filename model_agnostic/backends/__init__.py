@@ -17,6 +17,7 @@ __all__ = ["BACKENDS", "backend_class", "bind"]
 BACKENDS = {
     "pytorch": "model_agnostic.backends.pytorch:PyTorchModel",
     "onnxruntime": "model_agnostic.backends.onnx_runtime:OnnxModel",
+    "remote": "model_agnostic.backends.remote:RemoteModel",
 }
 
 

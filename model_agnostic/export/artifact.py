@@ -54,10 +54,12 @@ def write_artifact(
     report: dict[str, Any] | None = None,
     export_settings: dict[str, Any] | None = None,
     archive: bool = False,
+    serving: dict[str, Any] | None = None,
 ) -> Path:
     """Write an artifact folder for ``model`` around an exported ``onnx_path``; returns its path.
 
     With ``archive=True`` a ``<directory>.zip`` holding the same files is written too.
+    ``serving`` (the config's ``[serving]`` section) is carried into the artifact's config.
     """
     from ..backends.onnx_runtime import OnnxModel
 
@@ -72,7 +74,7 @@ def write_artifact(
     if source is not None:
         shutil.copyfile(source, out / source.name)
     options = _options(model)
-    _write_config(out / "config.toml", class_spec, options)
+    _write_config(out / "config.toml", class_spec, options, serving or {})
     labels = getattr(model, "labels", None)
     if labels:
         (out / "labels.json").write_text(json.dumps(list(labels), indent=2) + "\n")
@@ -190,7 +192,8 @@ def _options(model: Model) -> dict[str, Any]:
     return options
 
 
-def _write_config(path: Path, class_spec: str, options: dict[str, Any]) -> None:
+def _write_config(path: Path, class_spec: str, options: dict[str, Any],
+                  serving: dict[str, Any]) -> None:
     lines = [
         "# Written by model-agnostic export; runs on ONNX Runtime without torch.",
         'backend = "onnxruntime"',
@@ -200,8 +203,10 @@ def _write_config(path: Path, class_spec: str, options: dict[str, Any]) -> None:
     ]
     if options:
         lines += ["", "[model.options]"] + [f"{k} = {_toml(v)}" for k, v in options.items()]
-    lines += ["", "[onnxruntime]", 'path = "model.onnx"', ""]
-    path.write_text("\n".join(lines))
+    lines += ["", "[onnxruntime]", 'path = "model.onnx"']
+    if serving:
+        lines += ["", "[serving]"] + [f"{k} = {_toml(v)}" for k, v in serving.items()]
+    path.write_text("\n".join([*lines, ""]))
 
 
 def _toml(value: Any) -> str:

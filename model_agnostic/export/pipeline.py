@@ -80,7 +80,7 @@ def export_model(
             progress, "writing the artifact",
             lambda: write_artifact(
                 reference, onnx_path, output, report=report.to_dict(),
-                export_settings=export_kwargs, archive=archive,
+                export_settings=export_kwargs, archive=archive, serving=cfg.serving,
             ),
         )
     return ExportResult(artifact, report)

@@ -1,0 +1,272 @@
+"""The I/O-free data plane: one HTTP-shaped request in, one response out.
+
+Knows nothing about Flask, Django or sockets. The adapters and the WSGI server turn
+their framework's request into a :class:`Request`, call :meth:`DataPlane.handle` and
+send back the :class:`Response`. Every error becomes JSON ``{"error": "..."}`` with the
+status the Open Inference Protocol peers use (see docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ModelAgnosticError, ServingError
+from ..model import Arrays, Model
+from ..tensors import TensorSpec
+from . import protocol
+from .metrics import Metrics
+from .repository import ModelRepository, ServedVersion
+from .uploads import read_upload
+
+__all__ = ["DataPlane", "Request", "Response", "signature"]
+
+log = logging.getLogger("model_agnostic.serving")
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+_NAME = r"(?P<name>[^/]+)"
+_VERSION = r"(?:/versions/(?P<version>[^/]+))?"
+
+
+@dataclass
+class Request:
+    """An HTTP request as the data plane sees it; header names are case-insensitive."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+@dataclass
+class Response:
+    """Status, body and headers to send back."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, document: Any, status: int = 200) -> Response:
+        body = json.dumps(document, separators=(",", ":"), default=_jsonable).encode()
+        return cls(status, body, {"Content-Type": "application/json"})
+
+    @classmethod
+    def error(cls, message: str, status: int) -> Response:
+        return cls.json({"error": message}, status)
+
+
+def signature(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The model's input and output specs: the graph's (ONNX Runtime, remote) when the
+    backend knows them, else the names with FP32 and unknown shape (PyTorch)."""
+    inputs = getattr(model, "inputs", None)
+    outputs = getattr(model, "outputs", None)
+    if isinstance(inputs, list) and isinstance(outputs, list):
+        return inputs, outputs
+    f32 = np.dtype(np.float32)
+    return ([TensorSpec(n, f32, None) for n in model.input_names],  # type: ignore[arg-type]
+            [TensorSpec(n, f32, None) for n in model.output_names])  # type: ignore[arg-type]
+
+
+class DataPlane:
+    """Routes Open Inference Protocol (v2) requests and the convenience endpoints.
+
+    Args:
+        repository: the served models.
+        metrics: Prometheus metrics (None: ``/metrics`` answers 501).
+        max_request_bytes: larger bodies get 413 (the server also enforces it).
+        ui: the web page's HTML, served at ``/`` and ``/ui`` (None: 404).
+    """
+
+    def __init__(self, repository: ModelRepository, *, metrics: Metrics | None = None,
+                 max_request_bytes: int = 64 << 20, ui: bytes | None = None) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+        self.ui = ui
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
+            ("GET", re.compile(r"/v2/health/live"), self.live),
+            ("GET", re.compile(r"/v2/health/ready"), self.ready),
+            ("GET", re.compile(r"/v2"), self.server_metadata),
+            ("POST", re.compile(r"/v2/repository/index"), self.index),
+            ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), self.model_metadata),
+            ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), self.model_ready),
+            ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), self.infer),
+            ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/predict"), self.predict),
+            ("GET", re.compile(r"/metrics"), self.prometheus),
+            ("GET", re.compile(r"/openapi\.json"), self.openapi),
+            ("GET", re.compile(r"/(?:ui/?)?"), self.page),
+        ]
+
+    # ----------------------------------------------------------------- routing
+    def handle(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        path = request.path.rstrip("/") or "/"
+        allowed = []
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if method != request.method.upper():
+                allowed.append(method)
+                continue
+            return self._call(handler, request, match.groupdict())
+        if allowed:
+            return Response.error(f"{request.method} is not allowed on {path}; "
+                                  f"use {' or '.join(sorted(set(allowed)))}", 405)
+        return Response.error(f"no endpoint {path}; see /openapi.json for what this server "
+                              "serves", 404)
+
+    def _call(self, handler: Callable[..., Response], request: Request,
+              params: dict[str, str | None]) -> Response:
+        try:
+            if len(request.body) > self.max_request_bytes:
+                raise ServingError(f"request body of {len(request.body)} bytes is over the "
+                                   f"limit of {self.max_request_bytes} bytes", 413)
+            return handler(request, **params)
+        except ServingError as exc:
+            return Response.error(str(exc), exc.status)
+        except ModelAgnosticError as exc:  # bad image, wrong arrays: the client's input
+            return Response.error(str(exc), 400)
+        except Exception as exc:  # a bug or a backend crash: logged, reported, server alive
+            log.exception("internal error answering %s %s", request.method, request.path)
+            return Response.error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    # ------------------------------------------------------------------ health
+    def live(self, request: Request) -> Response:
+        return Response.json({"live": True})
+
+    def ready(self, request: Request) -> Response:
+        ready = self.repository.ready
+        return Response.json({"ready": ready}, 200 if ready else 503)
+
+    def server_metadata(self, request: Request) -> Response:
+        return Response.json({"name": "model_agnostic", "version": __version__,
+                              "extensions": EXTENSIONS})
+
+    def index(self, request: Request) -> Response:
+        """Triton's repository index: every model with its served versions."""
+        status = self.repository.status()
+        return Response.json([
+            {"name": name, "versions": self.repository.ready_versions(name),
+             "state": "READY" if self.repository.ready_versions(name) else "UNAVAILABLE",
+             "details": status.get(name, {})}
+            for name in self.repository.names()
+        ])
+
+    # ------------------------------------------------------------------ models
+    def model_metadata(self, request: Request, name: str, version: str | None) -> Response:
+        with self.repository.acquire(name, version) as served:
+            inputs, outputs = signature(served.model)
+            versions = [version] if version else self.repository.ready_versions(name)
+            return Response.json(protocol.model_metadata(
+                name, versions, _platform(served.model), inputs, outputs))
+
+    def model_ready(self, request: Request, name: str, version: str | None) -> Response:
+        try:
+            with self.repository.acquire(name, version):
+                return Response.json({"name": name, "ready": True})
+        except ServingError as exc:
+            if exc.status == 404:
+                raise
+            return Response.json({"name": name, "ready": False}, 503)
+
+    def infer(self, request: Request, name: str, version: str | None) -> Response:
+        with self._serving(name, version, "infer") as served:
+            inputs, _ = signature(served.model)
+            decoded = protocol.decode_infer_request(
+                request.body, request.header(protocol.HEADER_LENGTH),
+                # an element takes at least a byte, so no valid request has more
+                max_elements=self.max_request_bytes,
+                raw_input=inputs[0] if len(inputs) == 1 else None)
+            protocol.check_inputs(decoded.inputs, inputs)
+            outputs = self._run(served, decoded.inputs)
+            body, headers = protocol.encode_infer_response(name, served.version, decoded, outputs)
+            return Response(200, body, headers)
+
+    def predict(self, request: Request, name: str, version: str | None) -> Response:
+        """Convenience: raw image bytes (or a multipart upload) -> the model's own result."""
+        started = time.perf_counter()
+        with self._serving(name, version, "predict") as served:
+            raw = read_upload(request.body, request.header("Content-Type"))
+            arrays = served.model.prepare(raw)
+            result = served.model.process_result(self._run(served, arrays))
+            return Response.json({
+                "model_name": name, "model_version": served.version, "result": result,
+                "latency_ms": round((time.perf_counter() - started) * 1e3, 3)})
+
+    @contextmanager
+    def _serving(self, name: str, version: str | None, endpoint: str) -> Iterator[ServedVersion]:
+        """Pin a version for one request; count it in flight; record its status and time."""
+        started = time.perf_counter()
+        with self.repository.acquire(name, version) as served, self._inflight(served):
+            status = 500
+            try:
+                yield served
+                status = 200
+            except ServingError as exc:
+                status = exc.status
+                raise
+            except ModelAgnosticError:
+                status = 400
+                raise
+            finally:
+                if self.metrics is not None:
+                    self.metrics.request(served.name, served.version, endpoint, status,
+                                         time.perf_counter() - started)
+
+    def _run(self, served: ServedVersion, arrays: Arrays) -> Arrays:
+        runner = served.runner
+        if runner is not None:
+            return runner.infer(arrays)
+        return served.model.infer(arrays)
+
+    # ------------------------------------------------------------ observability
+    def _inflight(self, served: ServedVersion) -> AbstractContextManager[None]:
+        if self.metrics is None:
+            return nullcontext()
+        return self.metrics.inflight(served.name, served.version)
+
+    def prometheus(self, request: Request) -> Response:
+        if self.metrics is None:
+            raise ServingError("metrics are off on this server", 501)
+        body, content_type = self.metrics.exposition()
+        return Response(200, body, {"Content-Type": content_type})
+
+    def openapi(self, request: Request) -> Response:
+        from .openapi import document
+
+        return Response.json(document(self.repository.names()))
+
+    def page(self, request: Request) -> Response:
+        if self.ui is None:
+            raise ServingError("the web page is off on this server", 404)
+        return Response(200, self.ui, {"Content-Type": "text/html; charset=utf-8"})
+
+
+def _platform(model: Model) -> str:
+    return {"onnxruntime": "onnxruntime_onnx", "pytorch": "pytorch_libtorch",
+            "remote": "remote"}.get(model.backend_name, model.backend_name or "unknown")
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON for what ``process_result`` commonly returns: numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"process_result returned {type(value).__name__}, which is not JSON "
+                    "serialisable; return dicts, lists, str, numbers or numpy values")

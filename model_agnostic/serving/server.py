@@ -1,0 +1,246 @@
+"""The production server: the data plane behind a WSGI app, served by waitress.
+
+``model-agnostic serve`` builds a :class:`~model_agnostic.serving.dataplane.DataPlane` for
+a config, an artifact or a model repository (:func:`build_dataplane`), wraps it in a WSGI
+app (:func:`wsgi_app`) and serves it with waitress: multi-threaded, a request-size limit,
+and a read timeout that releases the thread of a client that stalls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .._deps import require
+from ..config import load_config, load_model
+from ..errors import ConfigError
+from .batching import Batcher
+from .dataplane import DataPlane, Request, Response, signature
+from .metrics import Metrics
+from .repository import ModelRepository, ServedVersion
+
+__all__ = ["ServerOptions", "BackgroundServer", "build_dataplane", "make_runner", "serve",
+           "wsgi_app"]
+
+log = logging.getLogger("model_agnostic.serving")
+
+#: Adaptive batching defaults; a config's [serving] section overrides them.
+BATCHING_DEFAULTS = {"batching": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0,
+                     "max_queue_size": 256}
+
+
+@dataclass
+class ServerOptions:
+    """The [server] section: where to listen and the limits (``docs/serving.md``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 16
+    max_request_bytes: int = 64 << 20
+    read_timeout_s: float = 30.0
+    version_policy: str = "latest"
+    poll_interval_s: float = 1.0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ServerOptions:
+        values = {**section, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+
+def make_runner(metrics: Metrics | None) -> Callable[[ServedVersion], Batcher | None]:
+    """A repository hook giving each loaded version its own adaptive batcher."""
+
+    def runner(served: ServedVersion) -> Batcher | None:
+        options = {**BATCHING_DEFAULTS, **served.options}
+        if not options["batching"]:
+            return None
+        limit = _batch_limit(served)
+        size = min(int(options["max_batch_size"]), limit or int(options["max_batch_size"]))
+        if size < 1 or options["max_queue_size"] < 1 or options["max_queue_delay_ms"] < 0:
+            raise ConfigError(f"model {served.name!r}: [serving] max_batch_size and "
+                              "max_queue_size must be >= 1 and max_queue_delay_ms >= 0")
+        observer = metrics.observer(served.name) if metrics else None
+        return Batcher(served.model.infer, max_batch_size=size,
+                       max_queue_delay_ms=float(options["max_queue_delay_ms"]),
+                       max_queue_size=int(options["max_queue_size"]),
+                       name=f"{served.name}-{served.version}", observer=observer)
+
+    return runner
+
+
+def _batch_limit(served: ServedVersion) -> int | None:
+    """The graph's fixed batch size, if its batch axis is not dynamic."""
+    inputs, _ = signature(served.model)
+    fixed = [s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)
+             and s.shape[0] > 0]
+    return min(fixed) if fixed else None
+
+
+def build_dataplane(target: str | os.PathLike[str], *, backend: str | None = None,
+                    options: ServerOptions | None = None, metrics: bool = True,
+                    ui: bool = True) -> DataPlane:
+    """A data plane serving ``target``: a config file, an artifact (folder or .zip), or a
+    model repository folder laid out as ``<name>/<version>/``."""
+    options = options or ServerOptions()
+    stats = Metrics() if metrics else None
+    path = Path(target)
+    if _is_repository(path):
+        repository = ModelRepository(path, version_policy=options.version_policy,
+                                     poll_interval_s=options.poll_interval_s,
+                                     make_runner=make_runner(stats))
+    else:
+        repository = ModelRepository(make_runner=make_runner(stats))
+        config = _config_of(path)
+        model = load_model(config, backend=backend)
+        serving = config.serving
+        name = str(serving.pop("name", None) or _default_name(path))
+        version = str(serving.pop("version", "1"))
+        repository.add(name, model, version, serving)
+    page = resources.files("model_agnostic.serving").joinpath("ui.html").read_bytes() if ui \
+        else None
+    return DataPlane(repository, metrics=stats, max_request_bytes=options.max_request_bytes,
+                     ui=page)
+
+
+def _is_repository(path: Path) -> bool:
+    from ..export.artifact import is_artifact
+
+    if not path.is_dir() or is_artifact(path) or (path / "config.toml").is_file():
+        return False
+    return True
+
+
+def _config_of(path: Path) -> Any:
+    from ..export.artifact import is_artifact, open_artifact
+
+    return load_config(open_artifact(path) if is_artifact(path) else path)
+
+
+def _default_name(path: Path) -> str:
+    """An artifact's folder name (``artifacts/chexnet`` -> chexnet), a config's folder's."""
+    if path.suffix == ".zip" or path.is_dir():
+        return path.stem
+    return path.resolve().parent.name
+
+
+def wsgi_app(dataplane: DataPlane) -> Callable[..., Iterable[bytes]]:
+    """A WSGI application over ``dataplane``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        response = _respond(dataplane, environ)
+        status = f"{response.status} {_phrase(response.status)}"
+        headers = [*response.headers.items(), ("Content-Length", str(len(response.body)))]
+        start_response(status, headers)
+        return [response.body]
+
+    return app
+
+
+def _respond(dataplane: DataPlane, environ: dict[str, Any]) -> Response:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return Response.error("Content-Length is not a number", 400)
+    if length > dataplane.max_request_bytes:
+        return Response.error(f"request body of {length} bytes is over the limit of "
+                              f"{dataplane.max_request_bytes} bytes", 413)
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    headers = {key[5:].replace("_", "-"): value for key, value in environ.items()
+               if key.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["CONTENT-TYPE"] = environ["CONTENT_TYPE"]
+    path = environ.get("PATH_INFO", "/")
+    return dataplane.handle(Request(environ.get("REQUEST_METHOD", "GET"), path, body, headers))
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
+    waitress = require("waitress.server", "The inference server")
+    return waitress.create_server(
+        wsgi_app(dataplane), host=options.host, port=options.port, threads=options.threads,
+        # waitress answers over-size bodies itself (plain text); ours answers in JSON first
+        max_request_body_size=options.max_request_bytes + (1 << 20),
+        channel_timeout=options.read_timeout_s,
+        cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)), connection_limit=max(100, options.threads * 8),
+        ident="model_agnostic", clear_untrusted_proxy_headers=True)
+
+
+def serve(dataplane: DataPlane, options: ServerOptions) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM), then stop the repository's threads."""
+    server = _create_server(dataplane, options)
+    dataplane.repository.start()
+    log.warning("serving %s on http://%s:%s (v2 API, /ui, /metrics)",
+                ", ".join(dataplane.repository.names()) or "no models yet",
+                options.host, server.effective_port)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        dataplane.repository.stop()
+
+
+class BackgroundServer:
+    """The same server on a background thread (tests, benchmarks, notebooks).
+
+    ``with BackgroundServer(dataplane) as server: requests.get(server.url + "/v2")``
+    """
+
+    def __init__(self, dataplane: DataPlane, options: ServerOptions | None = None) -> None:
+        self.dataplane = dataplane
+        self.options = options or ServerOptions(port=0)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self._server.effective_port}"
+
+    def start(self) -> BackgroundServer:
+        self.dataplane.repository.start()
+        self._server = _create_server(self.dataplane, self.options)
+        self._thread = threading.Thread(target=self._server.run, daemon=True,
+                                        name="model_agnostic-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket, then the repository."""
+        server = self._server
+        if server is not None:
+            wasyncore = require("waitress.wasyncore", "The inference server")
+            closed = threading.Event()
+
+            def close_in_loop() -> None:  # runs on the server's own thread
+                for channel in list(server.active_channels.values()):
+                    channel.close()
+                wasyncore.dispatcher.close(server)  # the listening socket
+                server.trigger.close()  # the loop's map is now empty: run() returns
+                closed.set()
+
+            server.trigger.pull_trigger(close_in_loop)
+            closed.wait(10)
+            server.task_dispatcher.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.dataplane.repository.stop()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

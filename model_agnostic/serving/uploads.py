@@ -1,0 +1,56 @@
+"""The convenience endpoint's body: raw image bytes, or one file in a multipart upload."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import HTTP
+
+from ..errors import ServingError
+
+__all__ = ["MAX_PARTS", "read_upload"]
+
+#: More parts than this in one multipart upload is refused (413).
+MAX_PARTS = 16
+
+
+def read_upload(body: bytes, content_type: str | None) -> bytes:
+    """The uploaded file's bytes.
+
+    A ``multipart/form-data`` body must hold exactly one file part (its field name does
+    not matter; plain fields are ignored); any other content type is the file itself.
+    """
+    if not body:
+        raise ServingError("empty request body; send the image bytes, or a multipart "
+                           "form with one file field", 400)
+    if not content_type or not content_type.lower().startswith("multipart/"):
+        return body
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ServingError(f"unsupported content type {content_type!r}; send image bytes "
+                           "or multipart/form-data", 415)
+    message = _parse(body, content_type)
+    parts = list(message.iter_parts())
+    if len(parts) > MAX_PARTS:
+        raise ServingError(f"multipart upload has {len(parts)} parts, more than the limit "
+                           f"of {MAX_PARTS}; send one file", 413)
+    files = [part for part in parts if part.get_filename() is not None]
+    if len(files) != 1:
+        raise ServingError(f"multipart upload has {len(files)} file parts; expected exactly "
+                           "one (e.g. a form field 'file')", 400)
+    payload = files[0].get_payload(decode=True)
+    if not isinstance(payload, bytes) or not payload:
+        raise ServingError(f"the uploaded file {files[0].get_filename()!r} is empty", 400)
+    return payload
+
+
+def _parse(body: bytes, content_type: str) -> EmailMessage:
+    if "boundary=" not in content_type.lower():
+        raise ServingError("multipart/form-data without a boundary parameter", 400)
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(EmailMessage, policy=HTTP).parsebytes(head + body)
+    assert isinstance(message, EmailMessage)
+    if not message.is_multipart() or message.defects:
+        raise ServingError("malformed multipart/form-data body "
+                           f"({', '.join(type(d).__name__ for d in message.defects) or 'no parts'})",
+                           400)
+    return message

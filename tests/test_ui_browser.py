@@ -1,0 +1,63 @@
+"""The web page in real headless Chromium: upload the sample X-ray, read the rendered findings."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_agnostic import load_model
+from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
+from tests.conftest import XRAY
+
+webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("waitress")
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("Chromium and chromedriver are not installed (Debian: apt-get install chromium "
+                "chromium-driver; .ci/run installs them)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_upload_the_xray_and_read_the_findings(browser: Any, chexnet_onnx_config: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    expected = load_model(chexnet_onnx_config).predict(XRAY)
+    with BackgroundServer(build_dataplane(chexnet_onnx_config), ServerOptions(port=0)) as server:
+        browser.get(server.url + "/ui")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda driver: Select(driver.find_element(By.ID, "model")).options)
+        assert Select(browser.find_element(By.ID, "model")).first_selected_option.text == \
+            "chexnet (version 1)"
+        browser.find_element(By.ID, "file").send_keys(str(XRAY))
+        browser.find_element(By.ID, "run").click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#result .finding")))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#result .finding")
+        shown = [(row.find_element(By.CLASS_NAME, "label").text,
+                  float(row.find_element(By.CLASS_NAME, "value").text)) for row in rows]
+        status = browser.find_element(By.ID, "status").text
+    assert [name for name, _ in shown] == [f["finding"] for f in expected]
+    assert [score for _, score in shown] == pytest.approx(
+        [f["probability"] for f in expected], abs=6e-5)  # shown with 4 decimals
+    assert "chexnet version 1" in status and "ms" in status
