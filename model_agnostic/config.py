@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -57,6 +58,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "graph_optimization_level": _STR,
         "enable_cpu_mem_arena": _BOOL,
         "enable_mem_pattern": _BOOL,
+        "allow_spinning": _BOOL,
     },
     "remote": {
         "url": _STR,
@@ -234,15 +236,26 @@ def import_model_class(spec: str, base_dir: str | os.PathLike[str] = ".") -> typ
     return cls
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the ``.py`` file itself: never reads (or writes) ``__pycache__``, whose
+    bytecode no artifact checksum covers and which could differ from the source."""
+
+    def get_code(self, fullname: str) -> Any:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
 def _import_file(path: Path) -> Any:
+    """Import a user's model file, once per (path, content): a changed file is re-imported."""
     path = path.resolve()
     if not path.is_file():
         raise ModelLoadError(f"model file {str(path)!r} does not exist")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(str(path).encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
     name = f"_model_agnostic_user.{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=_SourceOnlyLoader(name, str(path)))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
+import stat
+import struct
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from model_agnostic import ArtifactError, ExportError, load_model
 from model_agnostic.cli import EXIT_OK, main
-from model_agnostic.export.artifact import CHECKSUMS, verify_checksums
+from model_agnostic.export import artifact as artifact_module
+from model_agnostic.export.artifact import CHECKSUMS, open_artifact, verify_checksums
 from tests.conftest import ROOT, XRAY, run_without_torch
 
 CONFIG = f"""
@@ -168,3 +175,120 @@ def test_cli_predict_runs_an_artifact_without_torch(built: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["torch_imported"] is False
+
+
+# ------------------------------------------------------------------ zip members and the cache
+DIGITS = ROOT / "examples" / "digits" / "artifact"
+
+
+def zip_of(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about duplicate names
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+    return path
+
+
+def unpacked(cache: Path) -> list[str]:
+    folder = cache / "artifacts"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def link_member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ([("/etc/cron.d/evil", b"x")], "'/etc/cron.d/evil' is not a plain file name"),
+    ([("sub/model.onnx", b"x")], "'sub/model.onnx' is not a plain file name"),
+    ([("..", b"x")], "'..' is not a plain file name"),
+    ([("..\\escaped.txt", b"x")], "is not a plain file name"),
+    ([("C:/escaped.txt", b"x")], "is not a plain file name"),
+    ([("config.toml\n", b"x")], "'config.toml\\n' is not a plain file name"),
+    ([(".hidden", b"x")], "'.hidden' is not a plain file name"),
+    ([("model.onnx", b"x"), ("model.onnx", b"y")], "'model.onnx' appears twice"),
+    ([(link_member("model.onnx"), b"/etc/passwd")], "'model.onnx' is a symbolic link"),
+    ([(f"f{i}.txt", b"x") for i in range(65)], "more than 64 members"),
+])
+def test_zip_members_that_are_not_plain_unique_files_are_refused_before_unpacking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    members: list[tuple[str | zipfile.ZipInfo, bytes]], message: str,
+) -> None:
+    monkeypatch.setenv("MODEL_AGNOSTIC_CACHE", str(tmp_path / "cache"))
+    evil = zip_of(tmp_path / "evil.zip", members)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        open_artifact(evil)
+    assert unpacked(tmp_path / "cache") == []
+
+
+def test_zip_larger_than_the_unpacked_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_AGNOSTIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(artifact_module, "_MAX_UNPACKED", 10)
+    with pytest.raises(ArtifactError, match="more than 64 members or 10 bytes unpacked"):
+        open_artifact(zip_of(tmp_path / "big.zip", [("model.onnx", b"x" * 11)]))
+
+
+def corrupt_crc(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[data.index(b"A" * 64) + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def mark_encrypted(path: Path) -> None:
+    data = bytearray(path.read_bytes())  # set bit 0 of the flags in both headers
+    data[data.index(b"PK\x03\x04") + 6] |= 0x1
+    data[data.index(b"PK\x01\x02") + 8] |= 0x1
+    path.write_bytes(bytes(data))
+
+
+def understate_size(path: Path) -> None:
+    data = bytearray(path.read_bytes())  # a bomb that claims to be small
+    struct.pack_into("<I", data, data.index(b"PK\x03\x04") + 22, 10)
+    struct.pack_into("<I", data, data.index(b"PK\x01\x02") + 24, 10)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [corrupt_crc, mark_encrypted, understate_size])
+def test_zip_that_fails_to_unpack_is_an_artifact_error_and_leaves_no_staging_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], None]
+) -> None:
+    monkeypatch.setenv("MODEL_AGNOSTIC_CACHE", str(tmp_path / "cache"))
+    bad = zip_of(tmp_path / "bad.zip", [("model.onnx", b"A" * 64)])
+    damage(bad)
+    with pytest.raises(ArtifactError, match="bad.zip cannot be unpacked"):
+        load_model(bad)
+    assert unpacked(tmp_path / "cache") == []
+
+
+def test_checksum_listing_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "digits"
+    shutil.copytree(DIGITS, copy)
+    shutil.move(copy / CHECKSUMS, tmp_path / "listing")
+    (copy / CHECKSUMS).symlink_to(tmp_path / "listing")
+    with pytest.raises(ArtifactError, match=f"{CHECKSUMS} is a symbolic link"):
+        verify_checksums(copy)
+
+
+def test_planted_bytecode_cache_does_not_run_instead_of_the_verified_source(
+    tmp_path: Path,
+) -> None:
+    copy = tmp_path / "digits"
+    shutil.copytree(DIGITS, copy)
+    marker = tmp_path / "pwned"
+    source = (copy / "model.py").read_bytes()
+    payload = source + f"\n__import__('pathlib').Path({str(marker)!r}).touch()\n".encode()
+    code = compile(payload, str(copy / "model.py"), "exec")
+    pyc = Path(importlib.util.cache_from_source(str(copy / "model.py")))
+    pyc.parent.mkdir()
+    pyc.write_bytes(importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
+        code, importlib.util.source_hash(source), checked=False))
+    try:
+        load_model(copy)
+    except ArtifactError:
+        pass  # refusing the planted cache is a fix too
+    assert not marker.exists(), "code from a planted __pycache__ .pyc ran"

@@ -518,3 +518,54 @@ def test_shape_mismatch_is_an_error_and_copies_nothing(
     assert "'classifier.weight': checkpoint [3, 4] vs model [5, 4]" in message
     assert "1 shape mismatch" in message or "2 shape mismatch" in message
     assert_identical(target.state_dict(), before)
+
+
+# --------------------------------------------------------------------------
+# the opt-in through a config file (the PyTorch backend passes it on)
+# --------------------------------------------------------------------------
+
+
+def _config_with_weights(folder: Path, weights: Path, trust: bool) -> Path:
+    config = folder / "config.toml"
+    config.write_text(
+        'backend = "pytorch"\n[model]\n'
+        f'class = "{(ROOT / "tests" / "tiny_models.py").as_posix()}:TinyNet"\n'
+        f'[pytorch]\nweights = "{weights.as_posix()}"\n'
+        f"trust_checkpoint = {str(trust).lower()}\n"
+    )
+    return config
+
+
+def test_config_refuses_an_unsafe_checkpoint_by_default_without_running_it(
+    tmp_path: Path,
+) -> None:
+    from model_agnostic import load_model
+
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "evil.pt"
+    _save_exec_zip(marker, weights)
+    with pytest.raises(UnsafeCheckpointError, match="builtins.exec"):
+        load_model(_config_with_weights(tmp_path, weights, trust=False))
+    assert not marker.exists()
+
+
+def test_config_trust_checkpoint_loads_a_full_pickle_and_logs_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import argparse
+
+    from model_agnostic import load_model
+    from tests.tiny_models import TinyNet as TinyModel
+
+    network = TinyModel.with_backend("pytorch")(seed=5).network
+    weights = tmp_path / "trainer.pt"  # hyper-parameters as a Namespace: common, not weights-only
+    torch.save({"state_dict": network.state_dict(), "args": argparse.Namespace(lr=0.1)}, weights)
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace"):
+        load_model(_config_with_weights(tmp_path, weights, trust=False))
+    with caplog.at_level(logging.WARNING, logger="model_agnostic.checkpoints"):
+        model = load_model(_config_with_weights(tmp_path, weights, trust=True))
+    assert_identical(model.network.state_dict(), network.state_dict())
+    [record] = [r for r in caplog.records if r.name == "model_agnostic.checkpoints"]
+    assert record.levelno == logging.WARNING
+    assert str(weights) in record.getMessage() and "trust_checkpoint=True" in record.getMessage()
+    assert "argparse.Namespace" in record.getMessage()

@@ -581,3 +581,18 @@ def test_vanished_root_keeps_everything_serving(
     with pytest.raises(ConfigError, match="is not a folder"):
         repo.scan()
     assert repo.ready_versions("m") == ["1"] and repo.ready
+
+
+@pytest.mark.parametrize("where", ["model", "version"])
+def test_symlink_loop_is_ignored_and_the_rest_of_the_repository_serves(
+    tmp_path: Path, repo_factory: Callable[..., ModelRepository], where: str,
+) -> None:
+    root = tmp_path / "models"
+    put(root, "m", 1)
+    put(root, "n", 1)
+    loop = root / "loop" if where == "model" else root / "m" / "2"
+    loop.symlink_to(loop)
+    repo = repo_factory()
+    repo.scan()
+    assert repo.names() == ["m", "n"]
+    assert repo.ready_versions("m") == ["1"] and repo.ready_versions("n") == ["1"]

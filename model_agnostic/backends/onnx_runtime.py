@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, InferenceError, ModelLoadError
 from ..model import Arrays, Model
+from ..onnx_safety import check_onnx_model
 from ..tensors import TensorSpec, check_arrays
 
 __all__ = ["OnnxModel", "OPTIMIZATION_LEVELS"]
@@ -47,7 +48,9 @@ class OnnxModel(Model):
     """Runs an ONNX graph in an ``onnxruntime.InferenceSession``; never imports torch.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or the serialized model as ``bytes``. External data
+            must be a relative path to a file inside the model's folder; a model given
+            as bytes may have none (see :mod:`model_agnostic.onnx_safety`).
         providers: execution providers in priority order (default: CPU).
         intra_op_num_threads, inter_op_num_threads: 0 lets ONNX Runtime choose.
         graph_optimization_level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
@@ -60,7 +63,7 @@ class OnnxModel(Model):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | bytes,
         *,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         intra_op_num_threads: int = 0,
@@ -68,18 +71,22 @@ class OnnxModel(Model):
         graph_optimization_level: str = "all",
         enable_cpu_mem_arena: bool = True,
         enable_mem_pattern: bool = True,
+        allow_spinning: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        self.path = Path(path)
+        source = _source(path)
+        self.path: Path | None = source if isinstance(source, Path) else None
+        self._label = source.name if isinstance(source, Path) else "the ONNX model bytes"
         self.session = _create_session(
-            self.path,
+            source,
             list(providers),
             graph_optimization_level,
             intra_op_num_threads=intra_op_num_threads,
             inter_op_num_threads=inter_op_num_threads,
             enable_cpu_mem_arena=enable_cpu_mem_arena,
             enable_mem_pattern=enable_mem_pattern,
+            allow_spinning=allow_spinning,
         )
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
@@ -90,7 +97,7 @@ class OnnxModel(Model):
             log.warning(
                 "%s: %s was exported from seeded random weights; its predictions are meaningless",
                 type(self).__name__,
-                self.path.name,
+                self._label,
             )
 
     def infer(self, inputs: Arrays) -> Arrays:
@@ -99,7 +106,7 @@ class OnnxModel(Model):
             values = self.session.run(self._output_names, inputs)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InferenceError(
-                f"ONNX Runtime failed running {self.path.name}: {exc}"
+                f"ONNX Runtime failed running {self._label}: {exc}"
             ) from exc
         return dict(zip(self._output_names, values))
 
@@ -114,7 +121,7 @@ class OnnxModel(Model):
             if declared != default and declared != graph:
                 raise ModelLoadError(
                     f"{type(self).__name__} declares {kind}_names {list(declared)}, but "
-                    f"{self.path.name} has {kind}s {list(graph)}; re-export or fix the names"
+                    f"{self._label} has {kind}s {list(graph)}; re-export or fix the names"
                 )
         self.input_names = graph_in
         self.output_names = graph_out
@@ -128,7 +135,22 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, np.dtype(dtype), tuple(arg.shape))
 
 
-def _create_session(path: Path, providers: list[str], level: str, **settings: Any) -> Any:
+def _source(path: object) -> Path | bytes:
+    """The model as a path, or as bytes (``bytearray``/``memoryview`` are copied)."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        if not path:
+            raise ModelLoadError("the ONNX model bytes are empty; expected a serialized model")
+        return bytes(path)
+    if isinstance(path, (str, os.PathLike)):
+        return Path(path)
+    raise ModelLoadError(
+        f"OnnxModel needs a .onnx path or the model's bytes, got {type(path).__name__}"
+    )
+
+
+def _create_session(
+    source: Path | bytes, providers: list[str], level: str, **settings: Any
+) -> Any:
     import onnxruntime as ort
 
     if level not in OPTIMIZATION_LEVELS:
@@ -141,17 +163,21 @@ def _create_session(path: Path, providers: list[str], level: str, **settings: An
             f"execution providers {unknown or providers} are not available; this "
             f"onnxruntime offers {ort.get_available_providers()}"
         )
-    if not path.is_file():
-        raise ModelLoadError(f"ONNX model {str(path)!r} does not exist")
+    if isinstance(source, Path) and not source.is_file():
+        raise ModelLoadError(f"ONNX model {str(source)!r} does not exist")
+    check_onnx_model(source)  # before ONNX Runtime opens any external data
     options = ort.SessionOptions()
+    spinning = settings.pop("allow_spinning", True)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
     for name, value in settings.items():
         setattr(options, name, value)
     options.graph_optimization_level = getattr(
         ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level]
     )
+    label = repr(str(source)) if isinstance(source, Path) else "the ONNX model bytes"
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        model = str(source) if isinstance(source, Path) else source
+        return ort.InferenceSession(model, options, providers=providers)
     except Exception as exc:  # InvalidProtobuf, Fail, ... from onnxruntime's bindings
-        raise ModelLoadError(
-            f"ONNX Runtime cannot load {str(path)!r}: {exc}"
-        ) from exc
+        raise ModelLoadError(f"ONNX Runtime cannot load {label}: {exc}") from exc

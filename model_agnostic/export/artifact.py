@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -42,7 +43,7 @@ log = logging.getLogger("model_agnostic.artifact")
 
 FORMAT = "model-agnostic-artifact/1"
 CHECKSUMS = "CHECKSUMS.sha256"
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # always used with fullmatch
 _MAX_MEMBERS, _MAX_UNPACKED = 64, 8 * 2**30
 
 
@@ -121,10 +122,12 @@ def verify_checksums(folder: str | os.PathLike[str]) -> None:
     listing = folder / CHECKSUMS
     if not listing.is_file():
         raise ArtifactError(f"{str(folder)!r} is not an artifact: it has no {CHECKSUMS}")
+    if listing.is_symlink():
+        raise ArtifactError(f"artifact {folder.name}: {CHECKSUMS} is a symbolic link; refused")
     expected: dict[str, str] = {}
     for number, line in enumerate(listing.read_text().splitlines(), 1):
         digest, _, name = line.partition("  ")
-        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and _PLAIN_NAME.match(name)):
+        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and _PLAIN_NAME.fullmatch(name)):
             raise ArtifactError(f"{listing}: line {number} is not '<sha256>  <file name>'")
         expected[name] = digest
     for entry in folder.iterdir():
@@ -151,7 +154,7 @@ def _external_data(onnx_path: Path) -> set[str]:
     from .to_onnx import external_data_files
 
     names = external_data_files(onnx.load(str(onnx_path), load_external_data=False))
-    unsafe = [n for n in names if not _PLAIN_NAME.match(n) or n in ("model.onnx", CHECKSUMS)]
+    unsafe = [n for n in names if not _PLAIN_NAME.fullmatch(n) or n in ("model.onnx", CHECKSUMS)]
     if unsafe:
         raise ExportError(f"{onnx_path.name} keeps weights in {unsafe}; expected plain file names")
     return names
@@ -174,7 +177,7 @@ def _hooks_source(model: Model) -> tuple[str, Path | None]:
     if not hooks.__module__.startswith("_model_agnostic_user."):
         return f"{hooks.__module__}:{hooks.__qualname__}", None  # an installed package
     source = Path(module.__file__ or "")
-    if not _PLAIN_NAME.match(source.name):
+    if not _PLAIN_NAME.fullmatch(source.name):
         raise ExportError(f"cannot copy model source {source.name!r} into the artifact")
     return f"{source.name}:{hooks.__qualname__}", source
 
@@ -255,25 +258,49 @@ def _unpack(archive_path: Path) -> Path:
     try:
         archive = zipfile.ZipFile(archive_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ArtifactError(f"{str(archive_path)!r} is not a valid artifact archive: {exc}") from None
+        raise ArtifactError(
+            f"{str(archive_path)!r} is not a valid artifact archive: {exc}"
+        ) from None
     with archive:
-        members = archive.infolist()
-        if len(members) > _MAX_MEMBERS or sum(m.file_size for m in members) > _MAX_UNPACKED:
-            raise ArtifactError(f"{archive_path.name}: too many or too large members; refused")
-        for member in members:
-            if not _PLAIN_NAME.match(member.filename) or member.is_dir():
-                raise ArtifactError(
-                    f"{archive_path.name}: member {member.filename!r} is not a plain file name; refused"
-                )
+        _check_members(archive_path.name, archive.infolist())
         cache = Path(os.environ.get("MODEL_AGNOSTIC_CACHE", Path.home() / ".cache" / "model_agnostic"))
         target = cache / "artifacts" / _sha256(archive_path)[:32]
         if target.is_dir():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent))
-        archive.extractall(staging)
+        try:
+            archive.extractall(staging)
+        except Exception as exc:  # bad CRC, truncated data, encryption, unknown compression
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ArtifactError(
+                f"{archive_path.name} cannot be unpacked ({type(exc).__name__}: {exc}); "
+                "the archive is corrupt or was not written by 'model-agnostic export'"
+            ) from None
     try:
         staging.rename(target)
     except OSError:  # another process unpacked it first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_members(archive: str, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse, before anything is written, members that are not plain, unique, small files."""
+    if len(members) > _MAX_MEMBERS or sum(m.file_size for m in members) > _MAX_UNPACKED:
+        raise ArtifactError(
+            f"{archive}: more than {_MAX_MEMBERS} members or {_MAX_UNPACKED} bytes unpacked; "
+            "refused"
+        )
+    seen: set[str] = set()
+    for member in members:
+        name = member.filename
+        if not _PLAIN_NAME.fullmatch(name) or member.is_dir():
+            raise ArtifactError(
+                f"{archive}: member {name!r} is not a plain file name; refused (expected "
+                "names like 'model.onnx', with no folders, '..' or absolute paths)"
+            )
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise ArtifactError(f"{archive}: member {name!r} is a symbolic link; refused")
+        if name in seen:
+            raise ArtifactError(f"{archive}: member {name!r} appears twice; refused")
+        seen.add(name)

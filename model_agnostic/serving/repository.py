@@ -41,6 +41,7 @@ from .versions import (
     folder_listing,
     is_version,
     links_outside,
+    resolves_inside,
     load_version,
     valid_name,
     version_key,
@@ -451,7 +452,7 @@ class ModelRepository:
             path = Path(entry.path)
             if not valid(entry.name):
                 self._ignore(entry.path, f"ignoring {path}: not a {kind} folder name")
-            elif entry.is_symlink() and not path.resolve().is_relative_to(root):
+            elif entry.is_symlink() and not resolves_inside(path, root):
                 self._ignore(entry.path, f"ignoring {path}: a link to outside the repository",
                              logging.WARNING)
             elif entry.is_dir():

@@ -14,8 +14,8 @@ from typing import Any
 from ..errors import ConfigError, ModelLoadError
 from ..model import Model
 
-__all__ = ["Listing", "VersionPolicy", "is_version", "links_outside", "folder_listing", "load_version",
-           "valid_name", "version_key"]
+__all__ = ["Listing", "VersionPolicy", "folder_listing", "is_version", "links_outside",
+           "load_version", "resolves_inside", "valid_name", "version_key"]
 
 #: A version folder's files as ``(relative path, size, mtime_ns)``, sorted.
 Listing = tuple[tuple[str, int, int], ...]
@@ -130,9 +130,17 @@ def links_outside(folder: Path, root: Path) -> list[str]:
     for top, dirs, files in os.walk(folder):
         for name in (*dirs, *files):
             path = Path(top, name)
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
+            if path.is_symlink() and not resolves_inside(path, root):
                 found.append(str(path.relative_to(folder)))
     return sorted(found)
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links followed, is inside ``root``; a loop or dangling link is not."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return False
 
 
 def valid_name(name: object) -> bool:
