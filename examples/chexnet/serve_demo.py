@@ -72,8 +72,7 @@ def main() -> None:
         for finding in findings[:3]:
             print(f"  {finding['finding']:<20} {finding['probability']:.4f}")
         print(f"same as local ONNX Runtime: max difference {worst:.1e}")
-        print(f"Web page: {url}/ui (while a server runs: `make serve`, then "
-              "http://127.0.0.1:8000/ui)")
+        print("To keep a server running: `make serve`, then open http://127.0.0.1:8000/ui")
     finally:
         server.terminate()
         server.wait(30)

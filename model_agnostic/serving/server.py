@@ -8,8 +8,8 @@ and a read timeout that releases the thread of a client that stalls.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +29,6 @@ from .repository import ModelRepository, ServedVersion
 __all__ = ["ServerOptions", "BackgroundServer", "build_dataplane", "make_runner", "serve",
            "wsgi_app"]
 
-log = logging.getLogger("model_agnostic.serving")
 
 #: Adaptive batching defaults; a config's [serving] section overrides them.
 BATCHING_DEFAULTS = {"batching": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0,
@@ -173,6 +172,9 @@ def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
         wsgi_app(dataplane), host=options.host, port=options.port, threads=options.threads,
         # waitress answers over-size bodies itself (plain text); ours answers in JSON first
         max_request_body_size=options.max_request_bytes + (1 << 20),
+        # bodies are read in 64 KiB chunks and kept in memory up to 16 MiB (waitress's
+        # defaults, 8 KiB and 512 KiB, spill a single 224x224 CheXNet tensor to a temp file)
+        recv_bytes=65536, inbuf_overflow=min(16 << 20, options.max_request_bytes + (1 << 20)),
         channel_timeout=options.read_timeout_s,
         cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)), connection_limit=max(100, options.threads * 8),
         ident="model_agnostic", clear_untrusted_proxy_headers=True)
@@ -182,9 +184,10 @@ def serve(dataplane: DataPlane, options: ServerOptions) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM), then stop the repository's threads."""
     server = _create_server(dataplane, options)
     dataplane.repository.start()
-    log.warning("serving %s on http://%s:%s (v2 API, /ui, /metrics)",
-                ", ".join(dataplane.repository.names()) or "no models yet",
-                options.host, server.effective_port)
+    names = ", ".join(dataplane.repository.names()) or "no models yet"
+    print(f"serving {names} on http://{options.host}:{server.effective_port} "
+          "(Open Inference Protocol v2, /ui, /metrics, /openapi.json); Ctrl-C stops",
+          file=sys.stderr, flush=True)
     try:
         server.run()
     except KeyboardInterrupt:
