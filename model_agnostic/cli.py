@@ -119,7 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
     options = ServerOptions.from_config(
         section, host=args.host, port=args.port, threads=args.threads,
         max_request_bytes=args.max_request_bytes, read_timeout_s=args.read_timeout,
-        version_policy=args.version_policy, poll_interval_s=args.poll_interval)
+        version_policy=args.version_policy, poll_interval_s=args.poll_interval,
+        infer_timeout_s=args.infer_timeout, drain_timeout_s=args.drain_timeout,
+        auth_token_file=args.auth_token_file, model_control=args.model_control or None)
     _progress(f"loading {target}")
     dataplane = build_dataplane(target, backend=args.backend, options=options,
                                 metrics=not args.no_metrics, ui=not args.no_ui)
@@ -225,6 +227,16 @@ def _add_serve(commands: Any) -> None:
                        help="repository: latest (default), latest:N, all, specific:1,3")
     serve.add_argument("--poll-interval", type=float,
                        help="repository: seconds between scans for new versions (default 1)")
+    serve.add_argument("--infer-timeout", type=float,
+                       help="seconds a request may wait for its batch to start (default 60)")
+    serve.add_argument("--drain-timeout", type=float,
+                       help="on SIGTERM, seconds to let accepted requests finish (default 30)")
+    serve.add_argument("--auth-token-file",
+                       help="require 'Authorization: Bearer <token>' for inference; the token "
+                       "is this file's content (or set $MODEL_AGNOSTIC_AUTH_TOKEN)")
+    serve.add_argument("--model-control", action="store_true",
+                       help="enable POST /v2/repository/models/<name>/load|unload "
+                       "(needs a token)")
     serve.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
                        help="override the config's backend (single model)")
     serve.add_argument("--no-metrics", action="store_true", help="turn /metrics off")

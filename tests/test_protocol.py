@@ -411,7 +411,7 @@ BAD_JSON_REQUESTS = [
     (b"\xff\xfe{}", "not UTF-8"),
     (b'{"inputs": [', "not valid JSON"),
     (b"[1, 2]", "must be a JSON object, got an array"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested 100000 levels deep"),
     (b"{}", "'inputs' must be a non-empty list of tensors, got null"),
     (b'{"inputs": {}}', "'inputs' must be a non-empty list"),
     (b'{"inputs": []}', "'inputs' must be a non-empty list"),
@@ -739,8 +739,21 @@ def test_fuzz_near_valid_requests_round_trip_or_give_400(case: tuple[bytes, str]
 
 def test_module_exports_exactly_its_public_api() -> None:
     assert sorted(protocol.__all__) == sorted([
-        "DATATYPES", "HEADER_LENGTH", "InferRequest", "RequestedOutput", "check_inputs",
+        "DATATYPES", "DEFAULT_MAX_DEPTH", "HEADER_LENGTH", "InferRequest", "RequestedOutput", "check_inputs",
         "datatype_of", "decode_infer_request", "decode_infer_response", "encode_infer_request",
-        "encode_infer_response", "model_metadata", "specs_from_metadata", "tensor_metadata",
+        "encode_infer_response", "json_depth", "model_metadata", "specs_from_metadata", "tensor_metadata",
     ])
     assert all(hasattr(protocol, name) for name in protocol.__all__)
+
+
+def test_json_nested_past_the_parser_without_a_depth_limit_is_still_400() -> None:
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode_infer_request(b"[" * 100_000 + b"]" * 100_000, max_depth=10**9)
+
+
+def test_json_depth_limit_counts_brackets_before_parsing() -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 1], "datatype": "FP32",
+                                   "data": [[[1.0]]]}]}).encode()
+    assert decode_infer_request(body, max_depth=6).inputs["x"].shape == (1, 1, 1)
+    with pytest.raises(ProtocolError, match="nested 6 levels deep, more than the limit of 5"):
+        decode_infer_request(body, max_depth=5)

@@ -111,3 +111,15 @@ class TinyImage(Model):
         logits = outputs["logits"][0]
         order = np.argsort(-logits, kind="stable")
         return [{"label": self.labels[i], "score": float(logits[i])} for i in order]
+
+
+class SlowTinyNet(TinyNet):
+    """TinyNet whose preprocessing takes ``delay_s`` seconds: requests stay in flight."""
+
+    delay_s: float = 0.0
+
+    def preprocessing(self, raw: Any) -> np.ndarray:
+        import time
+
+        time.sleep(self.delay_s)
+        return super().preprocessing(raw)

@@ -8,9 +8,11 @@ status the Open Inference Protocol peers use (see docs/serving.md).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -20,15 +22,16 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import ModelAgnosticError, ServingError
+from ..errors import ConfigError, ModelAgnosticError, ServingError
+from ..images import DEFAULT_MAX_PIXELS
 from ..model import Arrays, Model
 from ..tensors import TensorSpec
 from . import protocol
 from .metrics import Metrics
 from .repository import ModelRepository, ServedVersion
-from .uploads import read_upload
+from .uploads import check_pixels, read_upload
 
-__all__ = ["DataPlane", "Request", "Response", "signature"]
+__all__ = ["DataPlane", "Limits", "Request", "Response", "signature"]
 
 log = logging.getLogger("model_agnostic.serving")
 
@@ -81,27 +84,58 @@ def signature(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
             [TensorSpec(n, f32, None) for n in model.output_names])  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server; each is a ``[server]`` key (docs/security.md)."""
+
+    #: Request body size; larger bodies get 413 before they are parsed.
+    max_request_bytes: int = 64 << 20
+    #: JSON nesting depth; deeper bodies get 400 before they are parsed.
+    max_json_depth: int = protocol.DEFAULT_MAX_DEPTH
+    #: Elements in one tensor, from its declared shape, before anything is allocated.
+    max_elements: int = 1 << 26
+    #: Pixels of an uploaded image, read from its header before it is decoded (413).
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    #: Seconds a request may wait for its batch to start; then 503 (batched models).
+    infer_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"[server] {name} must be a positive number, got {value!r}")
+
+
 class DataPlane:
     """Routes Open Inference Protocol (v2) requests and the convenience endpoints.
 
     Args:
         repository: the served models.
         metrics: Prometheus metrics (None: ``/metrics`` answers 501).
-        max_request_bytes: larger bodies get 413 (the server also enforces it).
+        limits: what one request may ask for.
         ui: the web page's HTML, served at ``/`` and ``/ui`` (None: 404).
+        auth_token: when set, inference and model control need
+            ``Authorization: Bearer <token>`` (401 otherwise).
+        model_control: serve ``POST /v2/repository/models/{name}/load|unload`` (403 if off).
     """
 
     def __init__(self, repository: ModelRepository, *, metrics: Metrics | None = None,
-                 max_request_bytes: int = 64 << 20, ui: bytes | None = None) -> None:
+                 limits: Limits | None = None, ui: bytes | None = None,
+                 auth_token: str | None = None, model_control: bool = False) -> None:
         self.repository = repository
         self.metrics = metrics
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits or Limits()
         self.ui = ui
+        self.model_control = model_control
+        self._token = auth_token.encode() if auth_token else None
+        self._active = 0  # requests being answered, for draining on shutdown
+        self._active_lock = threading.Condition()
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("GET", re.compile(r"/v2/health/live"), self.live),
             ("GET", re.compile(r"/v2/health/ready"), self.ready),
             ("GET", re.compile(r"/v2"), self.server_metadata),
             ("POST", re.compile(r"/v2/repository/index"), self.index),
+            ("POST", re.compile(rf"/v2/repository/models/{_NAME}/(?P<action>load|unload)"),
+             self.control),
             ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), self.model_metadata),
             ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), self.model_ready),
             ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), self.infer),
@@ -111,9 +145,34 @@ class DataPlane:
             ("GET", re.compile(r"/(?:ui/?)?"), self.page),
         ]
 
+    @property
+    def max_request_bytes(self) -> int:
+        return self.limits.max_request_bytes
+
+    @property
+    def active(self) -> int:
+        """Requests being answered right now."""
+        with self._active_lock:
+            return self._active
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is being answered (True) or ``timeout`` s pass (False)."""
+        with self._active_lock:
+            return self._active_lock.wait_for(lambda: self._active == 0, timeout)
+
     # ----------------------------------------------------------------- routing
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises."""
+        with self._active_lock:
+            self._active += 1
+        try:
+            return self._route(request)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+                self._active_lock.notify_all()
+
+    def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         allowed = []
         for method, pattern, handler in self._routes:
@@ -136,7 +195,13 @@ class DataPlane:
             if len(request.body) > self.max_request_bytes:
                 raise ServingError(f"request body of {len(request.body)} bytes is over the "
                                    f"limit of {self.max_request_bytes} bytes", 413)
+            if handler in self._protected:
+                self._authorize(request)
             return handler(request, **params)
+        except Unauthorized as exc:
+            response = Response.error(str(exc), 401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="model_agnostic"'
+            return response
         except ServingError as exc:
             return Response.error(str(exc), exc.status)
         except ModelAgnosticError as exc:  # bad image, wrong arrays: the client's input
@@ -144,6 +209,18 @@ class DataPlane:
         except Exception as exc:  # a bug or a backend crash: logged, reported, server alive
             log.exception("internal error answering %s %s", request.method, request.path)
             return Response.error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    @property
+    def _protected(self) -> tuple[Callable[..., Response], ...]:
+        return (self.infer, self.predict, self.control) if self._token else ()
+
+    def _authorize(self, request: Request) -> None:
+        header = request.header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(token.strip().encode(), self._token or b""):
+            raise Unauthorized("the bearer token is not valid")
 
     # ------------------------------------------------------------------ health
     def live(self, request: Request) -> Response:
@@ -167,6 +244,18 @@ class DataPlane:
             for name in self.repository.names()
         ])
 
+    def control(self, request: Request, name: str, action: str) -> Response:
+        """Triton's model control: load (rescan now) or unload a model; off by default."""
+        if not self.model_control:
+            raise ServingError("model control is off on this server; start it with "
+                               "[server] model_control = true (and an auth_token)", 403)
+        if action == "load":
+            self.repository.load(name)
+        else:
+            self.repository.unload(name)
+        return Response.json({"name": name, "action": action,
+                              "versions": self.repository.ready_versions(name)})
+
     # ------------------------------------------------------------------ models
     def model_metadata(self, request: Request, name: str, version: str | None) -> Response:
         with self.repository.acquire(name, version) as served:
@@ -189,8 +278,7 @@ class DataPlane:
             inputs, _ = signature(served.model)
             decoded = protocol.decode_infer_request(
                 request.body, request.header(protocol.HEADER_LENGTH),
-                # an element takes at least a byte, so no valid request has more
-                max_elements=self.max_request_bytes,
+                max_elements=self.limits.max_elements, max_depth=self.limits.max_json_depth,
                 raw_input=inputs[0] if len(inputs) == 1 else None)
             protocol.check_inputs(decoded.inputs, inputs)
             outputs = self._run(served, decoded.inputs)
@@ -202,6 +290,7 @@ class DataPlane:
         started = time.perf_counter()
         with self._serving(name, version, "predict") as served:
             raw = read_upload(request.body, request.header("Content-Type"))
+            check_pixels(raw, self.limits.max_image_pixels)
             arrays = served.model.prepare(raw)
             result = served.model.process_result(self._run(served, arrays))
             return Response.json({
@@ -231,7 +320,7 @@ class DataPlane:
     def _run(self, served: ServedVersion, arrays: Arrays) -> Arrays:
         runner = served.runner
         if runner is not None:
-            return runner.infer(arrays)
+            return runner.infer(arrays, timeout=self.limits.infer_timeout_s)
         return served.model.infer(arrays)
 
     # ------------------------------------------------------------ observability
@@ -255,6 +344,12 @@ class DataPlane:
         if self.ui is None:
             raise ServingError("the web page is off on this server", 404)
         return Response(200, self.ui, {"Content-Type": "text/html; charset=utf-8"})
+
+
+class Unauthorized(ServingError):
+    """No or a wrong bearer token (HTTP 401)."""
+
+    status = 401
 
 
 def _platform(model: Model) -> str:

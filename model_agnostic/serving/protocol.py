@@ -43,6 +43,7 @@ from ._metadata import (
 
 __all__ = [
     "DATATYPES",
+    "DEFAULT_MAX_DEPTH",
     "HEADER_LENGTH",
     "InferRequest",
     "RequestedOutput",
@@ -52,6 +53,7 @@ __all__ = [
     "decode_infer_response",
     "encode_infer_request",
     "encode_infer_response",
+    "json_depth",
     "model_metadata",
     "specs_from_metadata",
     "tensor_metadata",
@@ -59,6 +61,9 @@ __all__ = [
 
 #: The binary extension's header: the length of the JSON part of the body.
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: JSON nested deeper than this is refused before it is parsed (a tensor of rank 32 nests
+#: 32 levels inside the request's own 3).
+DEFAULT_MAX_DEPTH = 64
 
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
@@ -97,6 +102,7 @@ def decode_infer_request(
     *,
     max_elements: int = 1 << 28,
     raw_input: TensorSpec | None = None,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> InferRequest:
     """Decode and validate an infer request body; :class:`ProtocolError` (400) if malformed.
 
@@ -104,14 +110,15 @@ def decode_infer_request(
     marks a raw binary body: one tensor, no JSON, decoded with ``raw_input`` (the spec of
     the model's single input, its first dimension inferred from the byte count when
     variable); without ``raw_input`` such a request is refused. Tensors over
-    ``max_elements`` elements are refused before anything is allocated. JSON tensors come
-    back writable; binary ones are read-only views of ``body``.
+    ``max_elements`` elements are refused before anything is allocated, JSON nested deeper
+    than ``max_depth`` before it is parsed. JSON tensors come back writable; binary ones
+    are read-only views of ``body``.
     """
     body = _as_bytes(body, "request")
     split = _header_split(header_length, len(body))
     if split == 0:
         return InferRequest(inputs=_decode_raw(body, raw_input, max_elements))
-    doc = _load_object(body if split is None else body[:split], "request")
+    doc = _load_object(body if split is None else body[:split], "request", max_depth)
     tensors = _decode_tensors(doc.get("inputs"), "input", body, split, max_elements)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -238,7 +245,21 @@ def _header_split(value: Any, size: int) -> int | None:
     return split
 
 
-def _load_object(raw: bytes, what: str) -> dict[str, Any]:
+def json_depth(raw: bytes) -> int:
+    """The deepest ``[``/``{`` nesting in ``raw``, counted without parsing (vectorised; a
+    bracket inside a string counts too, which only errs towards refusing)."""
+    if not raw:
+        return 0
+    codes = np.frombuffer(raw, np.uint8)
+    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
+    steps -= (codes == 0x5D) | (codes == 0x7D)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _load_object(raw: bytes, what: str, max_depth: int | None = None) -> dict[str, Any]:
+    if max_depth is not None and (depth := json_depth(raw)) > max_depth:
+        raise ProtocolError(f"the {what} JSON is nested {depth} levels deep, more than the "
+                            f"limit of {max_depth}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -41,8 +41,8 @@ from .versions import (
     folder_listing,
     is_version,
     links_outside,
-    resolves_inside,
     load_version,
+    resolves_inside,
     valid_name,
     version_key,
 )
@@ -138,6 +138,7 @@ class ModelRepository:
         self._loading: dict[str, set[str]] = {}
         self._added: set[str] = set()
         self._ignored: set[str] = set()
+        self._unloaded: set[str] = set()  # names unloaded by request; scans skip them
         self._scanned = root is None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,6 +201,34 @@ class ModelRepository:
             self._scanned = self.root is None
             unload = self._retire(everything)
         self._unload(unload)
+
+    def load(self, name: str) -> None:
+        """Load (or reload) ``name`` from ``root`` now, also after :meth:`unload`; raises
+        :class:`ModelNotFoundError` if there is no such model folder."""
+        if not valid_name(name):
+            raise ModelNotFoundError(f"no model is named {name!r}")
+        with self._scan_lock:
+            self._unloaded.discard(name)
+        self._scan(lambda: False, now={name})
+        with self._lock:
+            if name not in self._known():
+                raise ModelNotFoundError(f"no model folder is named {name!r}; models: "
+                                         f"{self._known()}")
+
+    def unload(self, name: str) -> None:
+        """Stop serving every version of ``name`` (each unloaded after its in-flight
+        requests); the watcher leaves it alone until :meth:`load`."""
+        with self._scan_lock, self._lock:
+            if name not in self._known():
+                raise ModelNotFoundError(f"no model is named {name!r}; served models: "
+                                         f"{self._known()}")
+            self._unloaded.add(name)
+            self._added.discard(name)
+            self._disk.pop(name, None)
+            self._loading.pop(name, None)
+            unload = self._retire(list(self._routes.pop(name, {}).values()))
+        self._unload(unload)
+        log.info("model %r unloaded on request", name)
 
     def _watch(self) -> None:
         last_error = ""
@@ -323,7 +352,8 @@ class ModelRepository:
         if ``root`` is not a folder (nothing is unloaded then)."""
         self._scan(lambda: False)
 
-    def _scan(self, stopping: Callable[[], bool]) -> None:
+    def _scan(self, stopping: Callable[[], bool], now: set[str] | None = None) -> None:
+        """One poll; models named in ``now`` load at once (no two-poll stability wait)."""
         if self.root is None:
             self._scanned = True
             return
@@ -334,14 +364,14 @@ class ModelRepository:
                                   "expected root/<model name>/<version number>/")
             try:
                 found = {name: path for name, path in self._children(root, root, "model")
-                         if name not in self._added}
+                         if name not in self._added and name not in self._unloaded}
             except OSError as exc:
                 raise ConfigError(f"cannot list model repository {str(root)!r}: {exc}") from None
             initial = not self._scanned
             for name in sorted(found.keys() | self._disk.keys()):
                 if stopping():
                     return
-                self._scan_model(name, found.get(name), root, initial)
+                self._scan_model(name, found.get(name), root, initial or name in (now or ()))
             with self._lock:
                 self._scanned = True
 

@@ -9,8 +9,10 @@ and a read timeout that releases the thread of a client that stalls.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -22,7 +24,7 @@ from .._deps import require
 from ..config import load_config, load_model
 from ..errors import ConfigError
 from .batching import Batcher
-from .dataplane import DataPlane, Request, Response, signature
+from .dataplane import DataPlane, Limits, Request, Response, signature
 from .metrics import Metrics
 from .repository import ModelRepository, ServedVersion
 
@@ -35,22 +37,53 @@ BATCHING_DEFAULTS = {"batching": True, "max_batch_size": 32, "max_queue_delay_ms
                      "max_queue_size": 256}
 
 
+#: Environment variable holding the bearer token (preferred to a file for containers).
+TOKEN_ENV = "MODEL_AGNOSTIC_AUTH_TOKEN"
+
+
 @dataclass
 class ServerOptions:
-    """The [server] section: where to listen and the limits (``docs/serving.md``)."""
+    """The [server] section: where to listen, the limits, access control
+    (``docs/serving.md``, ``docs/security.md``)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 16
     max_request_bytes: int = 64 << 20
+    max_json_depth: int = Limits.max_json_depth
+    max_elements: int = Limits.max_elements
+    max_image_pixels: int = Limits.max_image_pixels
+    infer_timeout_s: float = Limits.infer_timeout_s
     read_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
     version_policy: str = "latest"
     poll_interval_s: float = 1.0
+    auth_token_file: str | None = None
+    model_control: bool = False
 
     @classmethod
     def from_config(cls, section: dict[str, Any], **overrides: Any) -> ServerOptions:
         values = {**section, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
+
+    def limits(self) -> Limits:
+        return Limits(self.max_request_bytes, self.max_json_depth, self.max_elements,
+                      self.max_image_pixels, self.infer_timeout_s)
+
+    def auth_token(self) -> str | None:
+        """``$MODEL_AGNOSTIC_AUTH_TOKEN``, else the first line of ``auth_token_file``."""
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if not token and self.auth_token_file:
+            try:
+                token = Path(self.auth_token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read auth_token_file {self.auth_token_file!r}: "
+                                  f"{exc}") from None
+            if not token:
+                raise ConfigError(f"auth_token_file {self.auth_token_file!r} is empty")
+        if token and len(token) < 16:
+            raise ConfigError("the auth token must be at least 16 characters")
+        return token or None
 
 
 def make_runner(metrics: Metrics | None) -> Callable[[ServedVersion], Batcher | None]:
@@ -104,8 +137,12 @@ def build_dataplane(target: str | os.PathLike[str], *, backend: str | None = Non
         repository.add(name, model, version, serving)
     page = resources.files("model_agnostic.serving").joinpath("ui.html").read_bytes() if ui \
         else None
-    return DataPlane(repository, metrics=stats, max_request_bytes=options.max_request_bytes,
-                     ui=page)
+    token = options.auth_token()
+    if options.model_control and not token:
+        raise ConfigError("[server] model_control needs authentication: set "
+                          f"auth_token_file or ${TOKEN_ENV}")
+    return DataPlane(repository, metrics=stats, limits=options.limits(), ui=page,
+                     auth_token=token, model_control=options.model_control)
 
 
 def _is_repository(path: Path) -> bool:
@@ -176,25 +213,32 @@ def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
         # defaults, 8 KiB and 512 KiB, spill a single 224x224 CheXNet tensor to a temp file)
         recv_bytes=65536, inbuf_overflow=min(16 << 20, options.max_request_bytes + (1 << 20)),
         channel_timeout=options.read_timeout_s,
-        cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)), connection_limit=max(100, options.threads * 8),
+        cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)),
+        connection_limit=max(100, options.threads * 8),
         ident="model_agnostic", clear_untrusted_proxy_headers=True)
 
 
 def serve(dataplane: DataPlane, options: ServerOptions) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM), then stop the repository's threads."""
-    server = _create_server(dataplane, options)
-    dataplane.repository.start()
+    """Serve until Ctrl-C or SIGTERM; then stop accepting connections, let every accepted
+    request finish (up to ``drain_timeout_s``), and stop the repository's threads."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    server = BackgroundServer(dataplane, options).start()
     names = ", ".join(dataplane.repository.names()) or "no models yet"
-    print(f"serving {names} on http://{options.host}:{server.effective_port} "
-          "(Open Inference Protocol v2, /ui, /metrics, /openapi.json); Ctrl-C stops",
-          file=sys.stderr, flush=True)
+    print(f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
+          "/openapi.json); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
     try:
-        server.run()
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
-        dataplane.repository.stop()
+        drained = server.drain(options.drain_timeout_s)
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    print("stopped: " + ("every accepted request was answered" if drained else
+                         f"requests still running after {options.drain_timeout_s} s were cut"),
+          file=sys.stderr, flush=True)
 
 
 class BackgroundServer:
@@ -221,6 +265,28 @@ class BackgroundServer:
         self._thread.start()
         return self
 
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting connections, then wait up to ``timeout`` s until every request
+        waitress has accepted is answered and sent. True if all were."""
+        server = self._server
+        if server is None:
+            return True
+        wasyncore = require("waitress.wasyncore", "The inference server")
+        server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
+        deadline = time.monotonic() + timeout
+
+        def idle() -> bool:
+            tasks = server.task_dispatcher
+            return (not tasks.queue and not tasks.active_count and self.dataplane.active == 0
+                    and not any(ch.total_outbufs_len or ch.requests
+                                for ch in list(server.active_channels.values())))
+
+        while not idle():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def stop(self) -> None:
         """Close every connection and the listening socket, then the repository."""
         server = self._server
@@ -231,7 +297,8 @@ class BackgroundServer:
             def close_in_loop() -> None:  # runs on the server's own thread
                 for channel in list(server.active_channels.values()):
                     channel.close()
-                wasyncore.dispatcher.close(server)  # the listening socket
+                if server.socket is not None:
+                    wasyncore.dispatcher.close(server)  # the listening socket
                 server.trigger.close()  # the loop's map is now empty: run() returns
                 closed.set()
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import HTTP
 
+from PIL import Image
+
 from ..errors import ServingError
 
-__all__ = ["MAX_PARTS", "read_upload"]
+__all__ = ["MAX_PARTS", "check_pixels", "read_upload"]
 
 #: More parts than this in one multipart upload is refused (413).
 MAX_PARTS = 16
@@ -41,6 +45,27 @@ def read_upload(body: bytes, content_type: str | None) -> bytes:
     if not isinstance(payload, bytes) or not payload:
         raise ServingError(f"the uploaded file {files[0].get_filename()!r} is empty", 400)
     return payload
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse (413) an image whose header declares more than ``max_pixels`` pixels, before
+    anything is decoded. Data that is not a recognisable image is left to the model's
+    ``preprocessing``, which says what is wrong with it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own bomb warning: we decide below
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as exc:
+            raise ServingError(f"the uploaded image was refused from its header as a "
+                               f"possible decompression bomb ({exc}); the limit here is "
+                               f"{max_pixels:,} pixels", 413) from None
+        except Exception:  # not an image: preprocessing says what is wrong with it
+            return
+    if width * height > max_pixels:
+        raise ServingError(f"the uploaded image is {width}x{height} = {width * height:,} "
+                           f"pixels, over the limit of {max_pixels:,}; send a smaller image",
+                           413)
 
 
 def _parse(body: bytes, content_type: str) -> EmailMessage:
