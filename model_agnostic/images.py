@@ -38,7 +38,11 @@ def load_image(
     else:
         name, stream = _open(source)
         image = _decode(stream, name, max_pixels)
-    return image.convert(mode) if mode and image.mode != mode else image
+    if mode and image.mode != mode:
+        if image.mode in ("P", "PA") and "transparency" in image.info and mode != "RGBA":
+            image = image.convert("RGBA")  # Pillow warns converting such a palette directly
+        return image.convert(mode)
+    return image
 
 
 def _open(source: Any) -> tuple[str, IO[bytes]]:

@@ -179,7 +179,8 @@ class DataPlane:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
-            if method != request.method.upper():
+            if method != request.method.upper() and not (
+                    method == "GET" and request.method.upper() == "HEAD"):
                 allowed.append(method)
                 continue
             return self._call(handler, request, match.groupdict())

@@ -245,26 +245,46 @@ def _header_split(value: Any, size: int) -> int | None:
     return split
 
 
-def json_depth(raw: bytes) -> int:
-    """The deepest ``[``/``{`` nesting in ``raw``, counted without parsing (vectorised; a
-    bracket inside a string counts too, which only errs towards refusing)."""
-    if not raw:
-        return 0
-    codes = np.frombuffer(raw, np.uint8)
-    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
-    steps -= (codes == 0x5D) | (codes == 0x7D)
-    return int(np.cumsum(steps).max(initial=0))
+_DEPTH_BLOCK = 1 << 16
+
+
+def json_depth(raw: bytes, stop_above: int | None = None) -> int:
+    """The deepest ``[``/``{`` nesting in ``raw``, counted without parsing (a bracket inside
+    a string counts too, which only errs towards refusing). Scans 64 KiB at a time, so it
+    needs little memory, and returns early once the depth passes ``stop_above``."""
+    opened = raw.count(b"[") + raw.count(b"{")
+    if stop_above is not None and opened <= stop_above:
+        return opened  # cannot be deeper than the number of brackets opened
+    depth = deepest = 0
+    for start in range(0, len(raw), _DEPTH_BLOCK):
+        codes = np.frombuffer(raw, np.uint8, count=min(_DEPTH_BLOCK, len(raw) - start),
+                              offset=start)
+        steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
+        steps -= (codes == 0x5D) | (codes == 0x7D)
+        running = np.cumsum(steps)
+        if running.size:
+            deepest = max(deepest, depth + int(running.max()))
+            depth += int(running[-1])
+        if stop_above is not None and deepest > stop_above:
+            break
+    return deepest
 
 
 def _load_object(raw: bytes, what: str, max_depth: int | None = None) -> dict[str, Any]:
-    if max_depth is not None and (depth := json_depth(raw)) > max_depth:
-        raise ProtocolError(f"the {what} JSON is nested {depth} levels deep, more than the "
-                            f"limit of {max_depth}")
+    if max_depth is not None and (depth := json_depth(raw, max_depth)) > max_depth:
+        raise ProtocolError(f"the {what} JSON is nested {depth} levels deep or more, over "
+                            f"the limit of {max_depth}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
+        hint = ""
+        try:  # valid JSON followed by bytes: binary tensors sent without the header
+            json.JSONDecoder().raw_decode(raw[:error.start].decode("utf-8"))
+            hint = f"; binary data after the JSON needs the {HEADER_LENGTH} header"
+        except (ValueError, RecursionError):
+            pass
         raise ProtocolError(
-            f"the {what} is not UTF-8 text (invalid byte at {error.start}); expected JSON"
+            f"the {what} is not UTF-8 text (invalid byte at {error.start}); expected JSON{hint}"
         ) from None
     try:
         doc = json.loads(text)

@@ -8,6 +8,7 @@ and a read timeout that releases the thread of a client that stalls.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -174,7 +175,7 @@ def wsgi_app(dataplane: DataPlane) -> Callable[..., Iterable[bytes]]:
         status = f"{response.status} {_phrase(response.status)}"
         headers = [*response.headers.items(), ("Content-Length", str(len(response.body)))]
         start_response(status, headers)
-        return [response.body]
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [response.body]
 
     return app
 
@@ -203,9 +204,35 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
+def _json_channel(limit: int) -> Any:
+    """waitress's connection class, answering the errors waitress finds itself (bad framing,
+    over-size bodies and headers) in JSON like every other error."""
+    channel = require("waitress.channel", "The inference server")
+    task = require("waitress.task", "The inference server")
+
+    class JsonErrorTask(task.ErrorTask):  # type: ignore[misc, name-defined]
+        def execute(self) -> None:
+            error = self.request.error
+            message = f"{error.reason}: {error.body}"
+            if error.code == 413:
+                message = (f"request body is over the limit of {limit} bytes "
+                           f"(the server's max_request_bytes)")
+            body = json.dumps({"error": message}).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(channel.HTTPChannel):  # type: ignore[misc, name-defined]
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
 def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
     waitress = require("waitress.server", "The inference server")
-    return waitress.create_server(
+    server = waitress.create_server(
         wsgi_app(dataplane), host=options.host, port=options.port, threads=options.threads,
         # waitress answers over-size bodies itself (plain text); ours answers in JSON first
         max_request_body_size=options.max_request_bytes + (1 << 20),
@@ -216,6 +243,8 @@ def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
         cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)),
         connection_limit=max(100, options.threads * 8),
         ident="model_agnostic", clear_untrusted_proxy_headers=True)
+    server.channel_class = _json_channel(options.max_request_bytes)
+    return server
 
 
 def serve(dataplane: DataPlane, options: ServerOptions) -> None:

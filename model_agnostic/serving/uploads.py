@@ -32,6 +32,7 @@ def read_upload(body: bytes, content_type: str | None) -> bytes:
     if not content_type.lower().startswith("multipart/form-data"):
         raise ServingError(f"unsupported content type {content_type!r}; send image bytes "
                            "or multipart/form-data", 415)
+    _check_part_count(body, content_type)
     message = _parse(body, content_type)
     parts = list(message.iter_parts())
     if len(parts) > MAX_PARTS:
@@ -45,6 +46,17 @@ def read_upload(body: bytes, content_type: str | None) -> bytes:
     if not isinstance(payload, bytes) or not payload:
         raise ServingError(f"the uploaded file {files[0].get_filename()!r} is empty", 400)
     return payload
+
+
+def _check_part_count(body: bytes, content_type: str) -> None:
+    """Refuse too many parts by counting boundaries, before the (slow) MIME parser runs."""
+    for parameter in content_type.split(";")[1:]:
+        key, _, value = parameter.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            delimiters = body.count(b"--" + value.strip('"').encode("latin-1", "replace"))
+            if delimiters - 1 > MAX_PARTS:
+                raise ServingError(f"multipart upload has {delimiters - 1} parts, more than "
+                                   f"the limit of {MAX_PARTS}; send one file", 413)
 
 
 def check_pixels(data: bytes, max_pixels: int) -> None:
