@@ -156,6 +156,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables are nested too deeply to parse") from None
     _check_keys(path, "", data, SCHEMA[""].keys() | (SCHEMA.keys() - {""}))
     sections: dict[str, dict[str, Any]] = {}
     for name, table in data.items():
@@ -290,15 +292,22 @@ def _check_type(path: Path, key: str, value: Any, expected: Any) -> None:
         raise ConfigError(f"{path}: {key} must be {names}, got {value!r}")
 
 
+def _resolve(path: Path, key: str, value: str) -> str:
+    """``value`` as an absolute path, relative to the config file's folder."""
+    if "\0" in value:
+        raise ConfigError(f"{path}: {key} contains a NUL character; expected a file path")
+    return str((path.parent / value).resolve())
+
+
 def _coerce(path: Path, key: str, value: Any, expected: Any) -> Any:
     if expected == _PATH:
         _check_type(path, key, value, _STR)
-        return str((path.parent / value).resolve()) if value else value
+        return _resolve(path, key, value) if value else value
     if expected in (_STRS, _PATHS, _INTS):
         kind = int if expected == _INTS else str
         if not (isinstance(value, list) and all(type(v) is kind for v in value)):
             raise ConfigError(f"{path}: {key} must be a {expected}, got {value!r}")
-        return [str((path.parent / v).resolve()) for v in value] if expected == _PATHS else value
+        return [_resolve(path, key, v) for v in value] if expected == _PATHS else value
     if expected == _SIZES:
         if not (
             isinstance(value, list)

@@ -90,6 +90,11 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"{name} is corrupt or truncated: {exc}") from None
+    except Exception as exc:  # Pillow's rarer decoders fail on bad headers in many ways
+        raise ImageDecodeError(
+            f"{name} could not be decoded ({type(exc).__name__}: {exc}); it is corrupt or "
+            "uses an unsupported variant of its format"
+        ) from None
     return image
 
 

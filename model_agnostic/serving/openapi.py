@@ -11,15 +11,21 @@ __all__ = ["document"]
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
-_JSON = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+_OBJECT = {"type": "object"}
+_INDEX = {"type": "array", "items": {"type": "object", "properties": {
+    "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+    "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+    "details": {"type": "object"}}, "required": ["name", "versions", "state"]}}
 _MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "model_version", "in": "path", "required": True,
             "schema": {"type": "string"}}
 
 
 def _op(summary: str, method: str = "get", params: Sequence[dict[str, Any]] = (),
-        body: dict[str, Any] | None = None, errors: Sequence[int] = ()) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": _JSON}}
+        body: dict[str, Any] | None = None, errors: Sequence[int] = (),
+        answer: dict[str, Any] = _OBJECT) -> dict[str, Any]:
+    ok = {"description": "OK", "content": {"application/json": {"schema": answer}}}
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok}}
     if params:
         op["parameters"] = list(params)
     if body:
@@ -55,7 +61,13 @@ def document(models: Sequence[str]) -> dict[str, Any]:
         "/v2/health/live": _op("Liveness"),
         "/v2/health/ready": _op("Readiness: every model loaded", errors=[503]),
         "/v2": _op("Server metadata and protocol extensions"),
-        "/v2/repository/index": _op("Served models and their versions", "post"),
+        "/v2/repository/index": _op("Served models and their versions", "post", answer=_INDEX),
+        "/v2/repository/models/{model_name}/load": _op(
+            "Load or reload a model from the repository (Triton model control; off unless "
+            "enabled)", "post", [_MODEL], errors=[400, 401, 403, 404]),
+        "/v2/repository/models/{model_name}/unload": _op(
+            "Unload a model (Triton model control; off unless enabled)", "post", [_MODEL],
+            errors=[400, 401, 403, 404]),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format"}}}},
         "/ui": {"get": {"summary": "Web page: upload an image, see the result",
