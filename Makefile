@@ -11,7 +11,7 @@ XRAY := $(CHEXNET)/data/chest_xray_00030605_000.jpg
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[torch,serve,dev]' $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[torch,serve,ray,dev]' $(TORCH_PINS)
 	touch $@
 
 # CheXNet end to end: build on PyTorch, export to ONNX, verify parity stage by stage,

@@ -15,6 +15,8 @@ _EXTRAS = {
     "onnxscript": "torch",
     "waitress": "serve",
     "prometheus_client": "serve",
+    "ray": "ray",
+    "starlette": "ray",
 }
 
 

@@ -122,10 +122,32 @@ def _serve(args: argparse.Namespace) -> int:
         version_policy=args.version_policy, poll_interval_s=args.poll_interval,
         infer_timeout_s=args.infer_timeout, drain_timeout_s=args.drain_timeout,
         auth_token_file=args.auth_token_file, model_control=args.model_control or None)
+    if args.engine == "ray":
+        return _serve_on_ray(args, target, options)
+    if args.address or args.replicas is not None:
+        raise ConfigError("--address and --replicas need --engine ray")
     _progress(f"loading {target}")
     dataplane = build_dataplane(target, backend=args.backend, options=options,
                                 metrics=not args.no_metrics, ui=not args.no_ui)
     serve(dataplane, options)
+    return EXIT_OK
+
+
+def _serve_on_ray(args: argparse.Namespace, target: Path, options: Any) -> int:
+    """``serve --engine ray``: the same endpoints from Ray Serve replicas (docs/scaling.md)."""
+    from .adapters.ray_serve import serve_on_ray, settings_from_config
+    from .config import load_config
+
+    if args.no_metrics or args.no_ui:
+        raise ConfigError("--no-metrics and --no-ui apply to the built-in engine only; "
+                          "with --engine ray every replica serves /metrics and /ui")
+    section = load_config(target).sections.get("ray", {}) if target.suffix == ".toml" else {}
+    settings = settings_from_config(section)
+    if args.replicas is not None:
+        settings.pop("autoscaling_config", None)
+        settings["num_replicas"] = args.replicas
+    serve_on_ray(target, address=args.address or section.get("address"), host=options.host,
+                 port=options.port, backend=args.backend, options=options, **settings)
     return EXIT_OK
 
 
@@ -239,6 +261,16 @@ def _add_serve(commands: Any) -> None:
                        "(needs a token)")
     serve.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
                        help="override the config's backend (single model)")
+    serve.add_argument("--engine", choices=("builtin", "ray"), default="builtin",
+                       help="builtin: this package's server (default); ray: Ray Serve "
+                       "replicas, settings from the config's [ray] section (needs the "
+                       "[ray] extra; docs/scaling.md)")
+    serve.add_argument("--address", help="with --engine ray: the Ray cluster to join "
+                       "('auto', 'ray://head:10001'); default [ray] address, else a local "
+                       "Ray instance started and stopped with the command")
+    serve.add_argument("--replicas", type=int,
+                       help="with --engine ray: replicas (overrides [ray] num_replicas and "
+                       "autoscaling)")
     serve.add_argument("--no-metrics", action="store_true", help="turn /metrics off")
     serve.add_argument("--no-ui", action="store_true", help="turn the web page off")
     serve.set_defaults(run=_serve)

@@ -95,6 +95,14 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "auth_token_file": _PATH,
         "model_control": _BOOL,
     },
+    "ray": {
+        "address": _STR,
+        "num_replicas": _INT,
+        "num_cpus": _FLOAT,
+        "max_ongoing_requests": _INT,
+        "max_queued_requests": _INT,
+        "autoscaling": dict,
+    },
     "export": {
         "opset": _INT,
         "dynamic_batch": _BOOL,

@@ -118,18 +118,24 @@ def _batch_limit(served: ServedVersion) -> int | None:
 
 def build_dataplane(target: str | os.PathLike[str], *, backend: str | None = None,
                     options: ServerOptions | None = None, metrics: bool = True,
-                    ui: bool = True) -> DataPlane:
+                    ui: bool = True,
+                    runners: Callable[[Metrics | None], Callable[[ServedVersion], Any]]
+                    = make_runner) -> DataPlane:
     """A data plane serving ``target``: a config file, an artifact (folder or .zip), or a
-    model repository folder laid out as ``<name>/<version>/``."""
+    model repository folder laid out as ``<name>/<version>/``.
+
+    ``runners(metrics)`` gives the repository's hook that wraps each loaded version for
+    serving (default: our adaptive batcher; the Ray Serve adapter passes Ray's batching).
+    """
     options = options or ServerOptions()
     stats = Metrics() if metrics else None
     path = Path(target)
     if _is_repository(path):
         repository = ModelRepository(path, version_policy=options.version_policy,
                                      poll_interval_s=options.poll_interval_s,
-                                     make_runner=make_runner(stats))
+                                     make_runner=runners(stats))
     else:
-        repository = ModelRepository(make_runner=make_runner(stats))
+        repository = ModelRepository(make_runner=runners(stats))
         config = _config_of(path)
         model = load_model(config, backend=backend)
         serving = config.serving

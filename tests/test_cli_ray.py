@@ -1,0 +1,92 @@
+"""``model-agnostic serve --engine ray``: a local Ray instance started by the command, the
+config's [ray] section applied, the same endpoints, and a clean stop on SIGTERM.
+
+In its own file so it runs after test_ray_serve.py's module-wide Ray instance is shut down
+(one local Ray instance at a time on this machine)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from model_agnostic.cli import main
+from tests.conftest import ROOT
+from tests.serving_fixtures import png_bytes, write_tiny_model
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, method: str, path: str, body: bytes = b"",
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body, headers or {})
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_serve_engine_ray_answers_predict_and_stops_on_sigterm(tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve", reason="--engine ray needs 'ray[serve]'")
+    config = write_tiny_model(tmp_path, serving='name = "tiny"')
+    config.write_text(config.read_text() + "\n[ray]\nnum_replicas = 1\nnum_cpus = 0.5\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "model_agnostic", "serve", str(config), "--engine", "ray",
+         "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if get(port, "GET", "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "Ray Serve did not become ready in 180 s"
+            time.sleep(0.5)
+        status, headers, body = get(port, "POST", "/v2/models/tiny/predict", png_bytes(),
+                                    {"Content-Type": "image/png"})
+        assert status == 200, body
+        assert json.loads(body)["model_name"] == "tiny" and headers.get("x-replica")
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=120)
+        assert server.returncode == 0, err[-3000:]
+        assert "stopped" in err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def test_serve_options_for_ray_need_the_ray_engine(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_tiny_model(tmp_path)
+    assert main(["serve", str(config), "--replicas", "2"]) == 1
+    assert "--engine ray" in capsys.readouterr().err
+    assert main(["serve", str(config), "--engine", "ray", "--no-ui"]) == 1
+    assert "built-in engine only" in capsys.readouterr().err
+
+
+def test_an_unknown_ray_key_in_the_config_is_a_config_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_tiny_model(tmp_path)
+    config.write_text(config.read_text() + "\n[ray]\nreplicas = 2\n")
+    assert main(["serve", str(config), "--engine", "ray"]) == 1
+    assert "unknown key 'replicas' in [ray]" in capsys.readouterr().err
