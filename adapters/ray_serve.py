@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -391,7 +393,18 @@ def serve_on_ray(
         raise ConfigError(f"route_prefix must start with '/', like '/ml'; got {route_prefix!r}")
     app = deployment(target, **settings)
     stop = threading.Event()
-    ray.init(address=address, ignore_reinit_error=True)
+    try:
+        if address is not None:
+            _check_reachable(address)
+        ray.init(address=address, ignore_reinit_error=True)
+    except (ConnectionError, RuntimeError) as exc:
+        if address is None:
+            raise
+        raise ConfigError(
+            f"could not join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}. "
+            "Check the address (the head's GCS port, 'auto', or 'ray://head:10001'); a "
+            "cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
+            "(~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     # after ray.init: Ray's core worker installs a crash handler for SIGTERM that aborts
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
@@ -412,6 +425,19 @@ def serve_on_ray(
             serve.shutdown()
             ray.shutdown()
     print("stopped", file=sys.stderr, flush=True)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` or ``ray://host:port`` nobody listens on (Ray itself
+    retries for minutes); ``auto`` and other forms are left to Ray."""
+    found = re.fullmatch(r"(?:ray://)?\[?([\w.:-]+?)\]?:(\d+)", address)
+    if found is None:
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {found.group(1)}:{found.group(2)} "
+                              f"({exc})") from None
 
 
 def _check_positive(label: str, value: object) -> None:

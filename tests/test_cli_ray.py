@@ -40,27 +40,35 @@ def get(port: int, method: str, path: str, body: bytes = b"",
         connection.close()
 
 
-@pytest.mark.slow
-def test_serve_engine_ray_answers_predict_and_stops_on_sigterm(tmp_path: Path) -> None:
-    pytest.importorskip("ray.serve", reason="--engine ray needs 'ray[serve]'")
-    config = write_tiny_model(tmp_path, serving='name = "tiny"')
-    config.write_text(config.read_text() + "\n[ray]\nnum_replicas = 1\nnum_cpus = 0.5\n")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+#: Ray's own command line, installed beside this Python.
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def serve_on_ray(config: Path, *extra: str, **env: str) -> tuple[subprocess.Popen[str], int]:
+    """``model-agnostic serve CONFIG --engine ray`` in a child process, once it is ready."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "model_agnostic", "serve", str(config), "--engine", "ray",
-         "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+         "--port", str(port), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**ENV, **env})
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if get(port, "GET", "/v2/health/ready")[0] == 200:
+                return server, port
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError("Ray Serve did not become ready in 180 s: "
+                                 + server.communicate()[1][-3000:])
+        time.sleep(0.5)
+
+
+def predict_then_stop(server: subprocess.Popen[str], port: int) -> None:
+    """A predict answered by a replica; SIGTERM; a clean exit."""
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if get(port, "GET", "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "Ray Serve did not become ready in 180 s"
-            time.sleep(0.5)
         status, headers, body = get(port, "POST", "/v2/models/tiny/predict", png_bytes(),
                                     {"Content-Type": "image/png"})
         assert status == 200, body
@@ -73,6 +81,51 @@ def test_serve_engine_ray_answers_predict_and_stops_on_sigterm(tmp_path: Path) -
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+@pytest.mark.slow
+def test_serve_engine_ray_starts_a_local_instance_answers_and_stops_on_sigterm(
+        tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve", reason="--engine ray needs 'ray[serve]'")
+    config = write_tiny_model(tmp_path, serving='name = "tiny"')
+    config.write_text(config.read_text() + "\n[ray]\nnum_replicas = 1\nnum_cpus = 0.5\n")
+    predict_then_stop(*serve_on_ray(config))
+
+
+@pytest.mark.slow
+def test_serve_engine_ray_joins_a_running_cluster_and_leaves_it_running(
+        tmp_path: Path) -> None:
+    """A cluster started with ``ray start --head`` (token authentication on, as Ray 2.60
+    starts it); the command joins it with ``--address``, and leaves it running on exit."""
+    pytest.importorskip("ray.serve", reason="--engine ray needs 'ray[serve]'")
+    gcs = free_port()
+    subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--num-cpus=2",
+                    "--include-dashboard=false", "--disable-usage-stats"],
+                   env=ENV, check=True, capture_output=True, timeout=180)
+    try:
+        config = write_tiny_model(tmp_path, serving='name = "tiny"')
+        server, port = serve_on_ray(config, "--address", f"127.0.0.1:{gcs}", "--replicas", "1",
+                                    RAY_AUTH_MODE="token")
+        predict_then_stop(server, port)
+        status = subprocess.run([RAY, "status", f"--address=127.0.0.1:{gcs}"],
+                                env={**ENV, "RAY_AUTH_MODE": "token"}, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0, status.stderr[-2000:]  # the cluster is still up
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_an_unreachable_cluster_address_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve", reason="--engine ray needs 'ray[serve]'")
+    config = write_tiny_model(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "model_agnostic", "serve", str(config), "--engine", "ray",
+         "--address", f"127.0.0.1:{free_port()}"], cwd=ROOT, env=ENV, capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 1
+    assert "could not join the Ray cluster at '127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_serve_options_for_ray_need_the_ray_engine(
