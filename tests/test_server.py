@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import os
 import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -230,3 +232,21 @@ def test_binary_header_length_zero_is_one_raw_tensor(server: BackgroundServer) -
     answer = json.loads(body)
     np.testing.assert_allclose(np.reshape(answer["outputs"][0]["data"], (2, 4)),
                                expected_logits(IMAGE), rtol=1e-5)
+
+
+def test_stop_closes_everything_even_when_the_loops_wake_up_pipe_is_gone(
+        tmp_path: Path) -> None:
+    config = write_tiny_model(tmp_path, serving='name = "tiny"')
+    options = ServerOptions(port=0, threads=2)
+    running = BackgroundServer(build_dataplane(config, options=options), options).start()
+    url = running.url
+    assert call(running, "GET", "/v2/health/live")[0] == 200
+    trigger = running._server.trigger
+    os.close(trigger.trigger)  # the write end, as if closed under the server
+    started = time.monotonic()
+    running.stop()  # must not raise
+    assert time.monotonic() - started < 5
+    assert running._thread is not None and not running._thread.is_alive()
+    host, port = url.removeprefix("http://").split(":")
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2).close()
