@@ -36,6 +36,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/backends.py
 	$(PY) bench/preprocessing.py
 	$(PY) bench/serving.py
+	$(PY) bench/server_memory.py
+	$(PY) bench/ray_overhead.py
 
 clean:
 	rm -rf $(VENV) $(CHEXNET)/artifacts bench/results

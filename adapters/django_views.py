@@ -29,10 +29,9 @@ def view(dataplane: DataPlane) -> Any:
     exceptions = require("django.core.exceptions", "The Django adapter")
 
     def dispatch(request: Any, path: str = "") -> Any:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > dataplane.max_request_bytes:
-            answer = Response.error(f"request body of {length} bytes is over the limit of "
-                                    f"{dataplane.max_request_bytes} bytes", 413)
+        refused = dataplane.refuse_length(request.META.get("CONTENT_LENGTH"))
+        if refused is not None:  # before reading the body
+            answer = refused
         else:
             try:
                 body = request.body

@@ -52,10 +52,9 @@ def create_app(target: DataPlane | str | os.PathLike[str]) -> flask.Flask:
 
 
 def _answer(request: Any, dataplane: DataPlane, path: str) -> Response:
-    length = request.content_length or 0
-    if length > dataplane.max_request_bytes:  # refuse before reading the body
-        return Response.error(f"request body of {length} bytes is over the limit of "
-                              f"{dataplane.max_request_bytes} bytes", 413)
+    refused = dataplane.refuse_length(request.headers.get("Content-Length"))
+    if refused is not None:  # before reading the body
+        return refused
     body = request.get_data(cache=False)
     return dataplane.handle(Request(request.method, "/" + path, body, dict(request.headers)))
 

@@ -16,13 +16,10 @@ See ``docs/scaling.md``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
-import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +31,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._deps import require
-from ..errors import ConfigError, InferenceError, ModelAgnosticError, ServingError
-from ..serving.batching import _describe
+from ..config import SCHEMA
+from ..errors import ConfigError, InferenceError, ServingError
+from ..serving.batching import NullObserver, _describe, run_merged
 from ..serving.dataplane import DataPlane, Request, Response
 from ..serving.repository import ModelRepository, ServedVersion
-from ..serving.server import BATCHING_DEFAULTS, ServerOptions, _batch_limit, build_dataplane
+from ..serving.server import (
+    BATCHING_DEFAULTS,
+    ServerOptions,
+    _batch_limit,
+    build_dataplane,
+    until_stopped,
+)
 
 if TYPE_CHECKING:
     from ray.serve import Application
@@ -104,55 +108,14 @@ def _chunks(indices: list[int], items: list[_Item]) -> list[list[int]]:
 
 
 def _run_chunk(chunk: list[_Item], dataplane: DataPlane) -> list[Outcome]:
-    started = time.monotonic()
+    """One backend call for a chunk, through the batcher's own merge, split and isolation."""
     served = chunk[0].served
-    observer = dataplane.metrics.observer(served.name) if dataplane.metrics else None
-    if observer is not None:
-        for item in chunk:
-            observer.queue_wait(started - item.arrival)
-    sizes = [item.rows for item in chunk]
-    try:
-        if len(chunk) == 1:
-            merged = chunk[0].inputs
-        else:
-            merged = {name: np.concatenate([item.inputs[name] for item in chunk], axis=0)
-                      for name in chunk[0].inputs}
-        outputs = served.model.infer(merged)
-        parts = _split(served.name, outputs, sizes)
-    except Exception as exc:  # noqa: BLE001 - handed to the callers
-        if len(chunk) > 1:  # isolate the failure: only the culprit(s) should fail
-            return [outcome for item in chunk for outcome in _run_chunk([item], dataplane)]
-        return [_wrap(served.name, exc)]
-    finally:
-        if observer is not None:
-            observer.batch(sum(sizes), len(chunk), time.monotonic() - started)
-    return list(parts)
-
-
-def _split(name: str, outputs: object, sizes: list[int]) -> list[Arrays]:
-    """Check every output kept the batch axis; cut it back into per-request rows."""
-    total = sum(sizes)
-    if not isinstance(outputs, Mapping):
-        raise InferenceError(f"model {name!r}: infer returned {type(outputs).__name__}, "
-                             "expected a dict of output name -> numpy array")
-    for key, value in outputs.items():
-        if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != total:
-            raise InferenceError(
-                f"model {name!r}: output {key!r} did not keep the batch axis: it has shape "
-                f"{getattr(value, 'shape', type(value).__name__)}, expected a leading "
-                f"dimension of {total} (the rows of {len(sizes)} request(s)); batching needs "
-                "every output to keep the inputs' batch axis")
-    bounds = np.cumsum([0, *sizes]).tolist()
-    return [{key: value[start:stop] for key, value in outputs.items()}
-            for start, stop in itertools.pairwise(bounds)]
-
-
-def _wrap(name: str, exc: Exception) -> BaseException:
-    if isinstance(exc, ModelAgnosticError):
-        return exc
-    error = InferenceError(f"model {name!r} failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
+    observer = dataplane.metrics.observer(served.name) if dataplane.metrics else NullObserver()
+    started = time.monotonic()
+    for item in chunk:
+        observer.queue_wait(started - item.arrival)
+    return run_merged(served.model.infer, served.name,
+                      [(item.inputs, item.rows) for item in chunk], observer)
 
 
 class _RayRunner:
@@ -219,10 +182,9 @@ class _Core:
     async def answer(self, request: Any) -> Response:
         """A Starlette request -> the data plane's response."""
         self.loop = asyncio.get_running_loop()
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.dataplane.max_request_bytes:
-            return Response.error(f"request body of {length} bytes is over the limit of "
-                                  f"{self.dataplane.max_request_bytes} bytes", 413)
+        refused = self.dataplane.refuse_length(request.headers.get("content-length"))
+        if refused is not None:
+            return refused
         body = await request.body()
         scope = request.scope
         path, root = scope.get("path", "/"), scope.get("root_path", "")
@@ -357,10 +319,10 @@ def settings_from_config(section: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`deployment` keyword arguments from a config's ``[ray]`` section:
     ``num_replicas``, ``max_ongoing_requests``, ``max_queued_requests``, ``num_cpus``
     (per replica) and ``[ray.autoscaling]`` (Ray's autoscaling_config, passed through)."""
-    unknown = sorted(set(section) - set(RAY_KEYS) - {"address"})
+    unknown = sorted(set(section) - SCHEMA["ray"].keys())
     if unknown:
         raise ConfigError(f"[ray] has unknown keys {unknown}; expected some of "
-                          f"{sorted([*RAY_KEYS, 'address'])}")
+                          f"{sorted(SCHEMA['ray'])}")
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
         if key == "num_cpus":
@@ -392,7 +354,6 @@ def serve_on_ray(
     if not route_prefix.startswith("/"):
         raise ConfigError(f"route_prefix must start with '/', like '/ml'; got {route_prefix!r}")
     app = deployment(target, **settings)
-    stop = threading.Event()
     try:
         if address is not None:
             _check_reachable(address)
@@ -406,24 +367,19 @@ def serve_on_ray(
             "cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
             "(~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     # after ray.init: Ray's core worker installs a crash handler for SIGTERM that aborts
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(app, name=app_name, route_prefix=route_prefix)
-        url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
-        print(f"serving {target} on {url} with Ray Serve (Open Inference Protocol v2, /ui, "
-              "/metrics); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+    with until_stopped() as wait:
         try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        serve.delete(app_name)
-        if address is None:
-            serve.shutdown()
-            ray.shutdown()
+            serve.start(http_options={"host": host, "port": port})
+            serve.run(app, name=app_name, route_prefix=route_prefix)
+            url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+            print(f"serving {target} on {url} with Ray Serve (Open Inference Protocol v2, "
+                  "/ui, /metrics); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+            wait()
+        finally:
+            serve.delete(app_name)
+            if address is None:
+                serve.shutdown()
+                ray.shutdown()
     print("stopped", file=sys.stderr, flush=True)
 
 

@@ -10,30 +10,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from .config import load_model
-from .errors import (
-    ArtifactError,
-    CheckpointError,
-    ConfigError,
-    ExportError,
-    ImageDecodeError,
-    InferenceError,
-    InputError,
-    MissingDependencyError,
-    ModelAgnosticError,
-    ModelLoadError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-    ProtocolError,
-    QueueFullError,
-    RemoteConnectionError,
-    RemoteError,
-    RemoteResponseError,
-    RemoteStatusError,
-    RemoteTimeoutError,
-    ServingError,
-    TensorSpecError,
-    UnsafeCheckpointError,
-)
+from . import errors
+from .errors import *  # noqa: F403 - the public errors, listed in errors.__all__
 from .images import load_image
 from .model import Model
 from .tensors import TensorSpec
@@ -54,28 +32,7 @@ __all__ = [
     "load_image",
     "export_onnx",
     "TensorSpec",
-    "ModelAgnosticError",
-    "ConfigError",
-    "InputError",
-    "ImageDecodeError",
-    "TensorSpecError",
-    "CheckpointError",
-    "UnsafeCheckpointError",
-    "ModelLoadError",
-    "ArtifactError",
-    "InferenceError",
-    "ExportError",
-    "MissingDependencyError",
-    "ServingError",
-    "ProtocolError",
-    "ModelNotFoundError",
-    "ModelNotReadyError",
-    "QueueFullError",
-    "RemoteError",
-    "RemoteConnectionError",
-    "RemoteTimeoutError",
-    "RemoteStatusError",
-    "RemoteResponseError",
+    *errors.__all__,
 ]
 
 _LAZY = {

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKENDS
 from .errors import ConfigError, ModelAgnosticError
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARITY"]
@@ -220,7 +221,7 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="raw inputs (image files)")
     predict.add_argument("--config", required=True, help="TOML config file, artifact folder or .zip")
-    predict.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
+    predict.add_argument("--backend", choices=sorted(BACKENDS),
                          help="override the config's backend (also: MODEL_AGNOSTIC_BACKEND)")
     predict.add_argument("--indent", type=int, default=2, help="JSON indent (default 2)")
     predict.add_argument("--forbid-torch", action="store_true",
@@ -259,7 +260,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument("--model-control", action="store_true",
                        help="enable POST /v2/repository/models/<name>/load|unload "
                        "(needs a token)")
-    serve.add_argument("--backend", choices=("pytorch", "onnxruntime", "remote"),
+    serve.add_argument("--backend", choices=sorted(BACKENDS),
                        help="override the config's backend (single model)")
     serve.add_argument("--engine", choices=("builtin", "ray"), default="builtin",
                        help="builtin: this package's server (default); ray: Ray Serve "

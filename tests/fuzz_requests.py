@@ -28,6 +28,7 @@ from PIL import Image
 from model_agnostic.errors import RemoteResponseError
 from model_agnostic.serving.protocol import DATATYPES, HEADER_LENGTH, decode_infer_response
 from tests.serving_fixtures import expected_logits
+from tests.tiny_models import TinyNet
 
 __all__ = ["Answer", "Client", "HttpCase", "infer_cases", "predict_cases", "problem",
            "route_cases"]
@@ -52,6 +53,7 @@ class HttpCase:
     headers: tuple[tuple[str, str], ...] = ()
     valid: str = ""
     image: np.ndarray | None = None  # the batch a valid infer request sent
+    upload: bytes = b""  # the image file a valid predict request sent
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,21 @@ def problem(case: HttpCase, answer: Answer) -> str | None:
         except ValueError:
             return f"predict answered 200 with {answer.body[:200]!r}"
         result = answered.get("result") if isinstance(answered, dict) else None
-        if not isinstance(result, dict) or result.get("label") not in range(4):
-            return f"predict answered {answered!r:.200}"
+        want = _TinyPipeline().predict(case.upload)
+        if not isinstance(result, dict) or result.get("label") != want["label"] or \
+                not np.allclose(result.get("logits", []), want["logits"], rtol=1e-5, atol=1e-6):
+            return f"predict answered {answered!r:.200} instead of {want!r:.200}"
     return None
+
+
+class _TinyPipeline(TinyNet):
+    """The served model's hooks with the tiny graph computed in numpy: what predict must
+    answer for an upload."""
+
+    backend_name = "expected"
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"logits": expected_logits(inputs["image"])}
 
 
 def _infer_problem(case: HttpCase, answer: Answer) -> str | None:
@@ -354,7 +368,7 @@ def predict_cases(draw: st.DrawFn) -> HttpCase:
     path = draw(st.sampled_from(["/v2/models/tiny/predict",
                                  "/v2/models/tiny/versions/1/predict"]))
     valid = "predict" if decodable and not mutations else ""
-    return HttpCase("POST", path, body, tuple(headers.items()), valid)
+    return HttpCase("POST", path, body, tuple(headers.items()), valid, upload=data)
 
 
 def _png_with_size(png: bytes, width: int, height: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Every bad input of docs/bad-inputs.md (HTTP layer, protocol, images) against the real server.
+"""Every bad input of the bad-input catalogue (shared/docs/bad-inputs.md) (HTTP layer, protocol, images) against the real server.
 
 The server is started as a user starts it (``python -m model_agnostic serve CONFIG --port 0
 --read-timeout 2 --max-request-bytes 1048576``, waitress) and spoken to over raw sockets, so

@@ -231,7 +231,19 @@ def test_the_fuzz_property_rejects_what_it_should(mode: str, seed: int) -> None:
     assert bool(problem(case, Answer(200, json_type, wrong.encode()))) is (mode == "valid")
 
 
-# -------------------------------------------------------- found by the fuzz, pinned until fixed
+def test_the_fuzz_property_checks_predict_answers_against_the_model() -> None:
+    from tests.serving_fixtures import png_bytes
+
+    json_type = {"content-type": "application/json"}
+    upload = png_bytes(3)
+    case = HttpCase("POST", "/v2/models/tiny/predict", upload, valid="predict", upload=upload)
+    right = {"label": 3, "logits": [0.5972059, 0.7442892, 0.8913726, 1.038456]}
+    wrong = {"label": 3, "logits": [0.5, 0.7, 0.8, 1.0]}
+    assert problem(case, Answer(200, json_type, json.dumps({"result": right}).encode())) is None
+    assert problem(case, Answer(200, json_type, json.dumps({"result": wrong}).encode()))
+
+
+# ------------------------------------------------------------------ found by the fuzz, fixed
 def test_the_servers_own_document_describes_the_repository_index(
         server: BackgroundServer, document: dict[str, Any], session: Any) -> None:
     from schemathesis.specs.openapi.checks import response_schema_conformance

@@ -1,4 +1,4 @@
-"""Library-level cases of docs/bad-inputs.md that the feature tests do not already cover.
+"""Library-level cases of the bad-input catalogue (shared/docs/bad-inputs.md) that the feature tests do not already cover.
 
 Already covered elsewhere: empty, truncated, text and SVG images and the bomb header
 (test_images.py); malicious pickles, whole pickled models, TorchScript archives and a garbled
@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
+import sys
 import tracemalloc
 import warnings
 import zipfile
@@ -56,11 +58,19 @@ def test_pillows_bomb_warning_is_an_error_whatever_the_callers_warning_filters()
 
 
 def test_pillows_process_wide_settings_are_left_alone() -> None:
-    import model_agnostic.serving.server
-    import model_agnostic.transforms
     from model_agnostic.serving import uploads
 
-    assert model_agnostic.serving.server and model_agnostic.transforms  # every image path
+    # importing every image path changes nothing: compared in a fresh process, where
+    # Pillow's own values are known before any of ours is imported
+    code = ("from PIL import Image, ImageFile\n"
+            "before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)\n"
+            "import model_agnostic.images, model_agnostic.transforms\n"
+            "import model_agnostic.serving.server, model_agnostic.serving.uploads\n"
+            "print(before, (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    before, after = done.stdout.strip().split(") (")
+    assert before + ")" == "(" + after and "False" in after, done.stdout
 
     truncated = png_bytes(7)[:-30]
     with pytest.raises(ImageDecodeError, match="truncated"):

@@ -31,7 +31,7 @@ from ..errors import (
     ServingError,
 )
 
-__all__ = ["BatchObserver", "Batcher", "NullObserver"]
+__all__ = ["BatchObserver", "Batcher", "NullObserver", "run_merged"]
 
 Arrays = dict[str, np.ndarray]
 InferFn = Callable[[Arrays], Arrays]
@@ -213,7 +213,7 @@ class Batcher:
             except BaseException as exc:  # keep serving; never leave a caller hanging
                 for request in batch:
                     if not request.future.done():
-                        request.future.set_exception(self._wrap(exc, len(batch)))
+                        request.future.set_exception(_wrap(self.name, exc, len(batch)))
                 if not isinstance(exc, Exception):
                     raise
                 _log.exception("batcher %r: unexpected error in the worker", self.name)
@@ -280,90 +280,14 @@ class Batcher:
             return
         started = time.monotonic()
         for request in live:
-            self._report(self._observer.queue_wait, started - request.arrival)
-        if len(live) == 1:
-            self._run_alone(live[0])
-            return
-        merged = {
-            name: np.concatenate([request.inputs[name] for request in live], axis=0)
-            for name in live[0].inputs
-        }
-        sizes = [request.rows for request in live]
-        try:
-            outputs = self._call(merged, sizes)
-        except Exception:  # noqa: BLE001 - any failure: retry each request alone
-            for request in live:  # isolate the failure: only the culprit(s) should fail
-                self._run_alone(request)
-            return
-        try:
-            parts = self._split(outputs, sizes)
-        except InferenceError as exc:
-            for request in live:  # each caller gets its own exception object
-                request.future.set_exception(InferenceError(str(exc)))
-            return
-        for request, part in zip(live, parts):
-            request.future.set_result(part)
-
-    def _run_alone(self, request: _Request) -> None:
-        try:
-            outputs = self._call(request.inputs, [request.rows])
-            result = self._split(outputs, [request.rows])[0]
-        except Exception as exc:  # noqa: BLE001 - handed to this request's caller
-            request.future.set_exception(self._wrap(exc, 1))
-        else:
-            request.future.set_result(result)
-
-    def _call(self, inputs: Arrays, sizes: list[int]) -> Arrays:
-        """One backend call, timed and reported to the observer."""
-        start = time.monotonic()
-        try:
-            return self._infer(inputs)
-        finally:
-            elapsed = time.monotonic() - start
-            self._report(self._observer.batch, sum(sizes), len(sizes), elapsed)
-
-    def _split(self, outputs: object, sizes: list[int]) -> list[Arrays]:
-        """Check every output kept the batch axis and cut it back into per-request rows."""
-        total = sum(sizes)
-        if not isinstance(outputs, Mapping):
-            raise InferenceError(
-                f"model {self.name!r}: infer returned {type(outputs).__name__}, "
-                "expected a dict of output name -> numpy array"
-            )
-        for key, value in outputs.items():
-            if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != total:
-                shape = getattr(value, "shape", type(value).__name__)
-                raise InferenceError(
-                    f"model {self.name!r}: output {key!r} did not keep the batch axis: it has "
-                    f"shape {shape}, expected a leading dimension of {total} (the rows of the "
-                    f"{len(sizes)} request(s) in this call); batching needs every output to "
-                    "keep the inputs' batch axis"
-                )
-        if len(sizes) == 1:
-            return [dict(outputs)]
-        bounds = np.cumsum([0, *sizes]).tolist()
-        return [
-            {key: value[start:stop] for key, value in outputs.items()}
-            for start, stop in itertools.pairwise(bounds)
-        ]
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _wrap(self, exc: BaseException, requests: int) -> BaseException:
-        if isinstance(exc, ModelAgnosticError):
-            return exc
-        error = InferenceError(
-            f"model {self.name!r} failed while running a batch of {requests} request(s): "
-            f"{type(exc).__name__}: {exc}"
-        )
-        error.__cause__ = exc
-        return error
-
-    def _report(self, method: Callable[..., None], *args: float) -> None:
-        try:
-            method(*args)
-        except Exception:  # noqa: BLE001 - a broken metrics hook must not fail requests
-            _log.exception("batcher %r: observer %r failed", self.name, self._observer)
+            _report(self._observer.queue_wait, self.name, started - request.arrival)
+        outcomes = run_merged(self._infer, self.name,
+                              [(request.inputs, request.rows) for request in live], self._observer)
+        for request, outcome in zip(live, outcomes):
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
 
     def _closed_error(self) -> ServingError:
         return ServingError(
@@ -375,6 +299,88 @@ class Batcher:
     def _fail_closed(self, request: _Request) -> None:
         if request.future.set_running_or_notify_cancel():
             request.future.set_exception(self._closed_error())
+
+
+def run_merged(infer: Callable[[Arrays], Arrays], name: str, batch: list[tuple[Arrays, int]],
+               observer: BatchObserver) -> list[Arrays | BaseException]:
+    """Run several requests' ``(inputs, rows)`` as one backend call (concatenated along axis
+    0) and split the outputs back by rows; one outcome per request, in order. If the merged
+    call fails, each request runs alone so only the culprit fails."""
+    if len(batch) == 1:
+        return [_run_alone(infer, name, *batch[0], observer)]
+    sizes = [rows for _, rows in batch]
+    merged = {key: np.concatenate([inputs[key] for inputs, _ in batch], axis=0)
+              for key in batch[0][0]}
+    try:
+        outputs = _timed_call(infer, name, merged, sizes, observer)
+    except Exception:  # noqa: BLE001 - any failure: retry each request alone
+        return [_run_alone(infer, name, inputs, rows, observer) for inputs, rows in batch]
+    try:
+        return list(_split(name, outputs, sizes))
+    except InferenceError as exc:  # each caller gets its own exception object
+        return [InferenceError(str(exc)) for _ in batch]
+
+
+def _run_alone(infer: Callable[[Arrays], Arrays], name: str, inputs: Arrays, rows: int,
+               observer: BatchObserver) -> Arrays | BaseException:
+    try:
+        return _split(name, _timed_call(infer, name, inputs, [rows], observer), [rows])[0]
+    except Exception as exc:  # noqa: BLE001 - handed to this request's caller
+        return _wrap(name, exc, 1)
+
+
+def _wrap(name: str, exc: BaseException, requests: int) -> BaseException:
+    if isinstance(exc, ModelAgnosticError):
+        return exc
+    error = InferenceError(
+        f"model {name!r} failed while running a batch of {requests} request(s): "
+        f"{type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _timed_call(infer: Callable[[Arrays], Arrays], name: str, inputs: Arrays,
+                sizes: list[int], observer: BatchObserver) -> Arrays:
+    """One backend call, timed and reported to the observer."""
+    start = time.monotonic()
+    try:
+        return infer(inputs)
+    finally:
+        _report(observer.batch, name, sum(sizes), len(sizes), time.monotonic() - start)
+
+
+def _split(name: str, outputs: object, sizes: list[int]) -> list[Arrays]:
+    """Check every output kept the batch axis and cut it back into per-request rows."""
+    total = sum(sizes)
+    if not isinstance(outputs, Mapping):
+        raise InferenceError(
+            f"model {name!r}: infer returned {type(outputs).__name__}, "
+            "expected a dict of output name -> numpy array"
+        )
+    for key, value in outputs.items():
+        if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != total:
+            shape = getattr(value, "shape", type(value).__name__)
+            raise InferenceError(
+                f"model {name!r}: output {key!r} did not keep the batch axis: it has "
+                f"shape {shape}, expected a leading dimension of {total} (the rows of the "
+                f"{len(sizes)} request(s) in this call); batching needs every output to "
+                "keep the inputs' batch axis"
+            )
+    if len(sizes) == 1:
+        return [dict(outputs)]
+    bounds = np.cumsum([0, *sizes]).tolist()
+    return [
+        {key: value[start:stop] for key, value in outputs.items()}
+        for start, stop in itertools.pairwise(bounds)
+    ]
+
+
+def _report(method: Callable[..., None], name: str, *args: float) -> None:
+    try:
+        method(*args)
+    except Exception:  # noqa: BLE001 - a broken metrics hook must not fail requests
+        _log.exception("batcher %r: observer %r failed", name, method)
 
 
 def _check_settings(

@@ -93,7 +93,7 @@ class Limits:
     #: JSON nesting depth; deeper bodies get 400 before they are parsed.
     max_json_depth: int = protocol.DEFAULT_MAX_DEPTH
     #: Elements in one tensor, from its declared shape, before anything is allocated.
-    max_elements: int = 1 << 26
+    max_elements: int = protocol.DEFAULT_MAX_ELEMENTS
     #: Pixels of an uploaded image, read from its header before it is decoded (413).
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     #: Seconds a request may wait for its batch to start; then 503 (batched models).
@@ -128,7 +128,7 @@ class DataPlane:
         self.model_control = model_control
         self._token = auth_token.encode() if auth_token else None
         self._active = 0  # requests being answered, for draining on shutdown
-        self._active_lock = threading.Condition()
+        self._active_lock = threading.Lock()
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Response]]] = [
             ("GET", re.compile(r"/v2/health/live"), self.live),
             ("GET", re.compile(r"/v2/health/ready"), self.ready),
@@ -155,10 +155,21 @@ class DataPlane:
         with self._active_lock:
             return self._active
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no request is being answered (True) or ``timeout`` s pass (False)."""
-        with self._active_lock:
-            return self._active_lock.wait_for(lambda: self._active == 0, timeout)
+    def refuse_length(self, content_length: str | int | None) -> Response | None:
+        """What a front end answers from the declared body size, before reading the body:
+        400 if it is not a number, 413 if it is over the limit, None to go on."""
+        if content_length is None or content_length == "":
+            return None
+        text = str(content_length).strip()
+        if not text.isdigit():
+            return Response.error(f"Content-Length {text[:40]!r} is not a number of bytes", 400)
+        return self._too_large(int(text))
+
+    def _too_large(self, length: int) -> Response | None:
+        if length <= self.max_request_bytes:
+            return None
+        return Response.error(f"request body of {length} bytes is over the limit of "
+                              f"{self.max_request_bytes} bytes", 413)
 
     # ----------------------------------------------------------------- routing
     def handle(self, request: Request) -> Response:
@@ -170,7 +181,6 @@ class DataPlane:
         finally:
             with self._active_lock:
                 self._active -= 1
-                self._active_lock.notify_all()
 
     def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -192,28 +202,21 @@ class DataPlane:
 
     def _call(self, handler: Callable[..., Response], request: Request,
               params: dict[str, str | None]) -> Response:
+        too_large = self._too_large(len(request.body))
+        if too_large is not None:
+            return too_large
         try:
-            if len(request.body) > self.max_request_bytes:
-                raise ServingError(f"request body of {len(request.body)} bytes is over the "
-                                   f"limit of {self.max_request_bytes} bytes", 413)
-            if handler in self._protected:
+            if self._token and handler in (self.infer, self.predict, self.control):
                 self._authorize(request)
             return handler(request, **params)
-        except Unauthorized as exc:
-            response = Response.error(str(exc), 401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="model_agnostic"'
+        except ModelAgnosticError as exc:
+            response = Response.error(str(exc), _status_of(exc))
+            if isinstance(exc, Unauthorized):
+                response.headers["WWW-Authenticate"] = 'Bearer realm="model_agnostic"'
             return response
-        except ServingError as exc:
-            return Response.error(str(exc), exc.status)
-        except ModelAgnosticError as exc:  # bad image, wrong arrays: the client's input
-            return Response.error(str(exc), 400)
         except Exception as exc:  # a bug or a backend crash: logged, reported, server alive
             log.exception("internal error answering %s %s", request.method, request.path)
             return Response.error(f"internal error: {type(exc).__name__}: {exc}", 500)
-
-    @property
-    def _protected(self) -> tuple[Callable[..., Response], ...]:
-        return (self.infer, self.predict, self.control) if self._token else ()
 
     def _authorize(self, request: Request) -> None:
         header = request.header("Authorization") or ""
@@ -237,12 +240,10 @@ class DataPlane:
 
     def index(self, request: Request) -> Response:
         """Triton's repository index: every model with its served versions."""
-        status = self.repository.status()
-        return Response.json([
-            {"name": name, "versions": self.repository.ready_versions(name),
-             "state": "READY" if self.repository.ready_versions(name) else "UNAVAILABLE",
-             "details": status.get(name, {})}
-            for name in self.repository.names()
+        return Response.json([  # one snapshot, so versions and state agree
+            {"name": name, "versions": details["served"],
+             "state": "READY" if details["served"] else "UNAVAILABLE", "details": details}
+            for name, details in self.repository.status().items()
         ])
 
     def control(self, request: Request, name: str, action: str) -> Response:
@@ -307,11 +308,8 @@ class DataPlane:
             try:
                 yield served
                 status = 200
-            except ServingError as exc:
-                status = exc.status
-                raise
-            except ModelAgnosticError:
-                status = 400
+            except ModelAgnosticError as exc:
+                status = _status_of(exc)
                 raise
             finally:
                 if self.metrics is not None:
@@ -345,6 +343,12 @@ class DataPlane:
         if self.ui is None:
             raise ServingError("the web page is off on this server", 404)
         return Response(200, self.ui, {"Content-Type": "text/html; charset=utf-8"})
+
+
+def _status_of(error: ModelAgnosticError) -> int:
+    """The HTTP status of an error raised on purpose: a serving error's own, else 400 (the
+    client's input: a bad image, wrong arrays)."""
+    return error.status if isinstance(error, ServingError) else 400
 
 
 class Unauthorized(ServingError):

@@ -64,6 +64,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 #: JSON nested deeper than this is refused before it is parsed (a tensor of rank 32 nests
 #: 32 levels inside the request's own 3).
 DEFAULT_MAX_DEPTH = 64
+#: Elements one tensor may have (its declared shape), checked before anything is allocated.
+DEFAULT_MAX_ELEMENTS = 1 << 26
 
 _JSON = "application/json"
 _BINARY = "application/octet-stream"
@@ -100,7 +102,7 @@ def decode_infer_request(
     body: bytes,
     header_length: str | None = None,
     *,
-    max_elements: int = 1 << 28,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
     raw_input: TensorSpec | None = None,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> InferRequest:

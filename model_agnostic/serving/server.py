@@ -8,13 +8,14 @@ and a read timeout that releases the thread of a client that stalls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -50,7 +51,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 16
-    max_request_bytes: int = 64 << 20
+    max_request_bytes: int = Limits.max_request_bytes
     max_json_depth: int = Limits.max_json_depth
     max_elements: int = Limits.max_elements
     max_image_pixels: int = Limits.max_image_pixels
@@ -187,13 +188,10 @@ def wsgi_app(dataplane: DataPlane) -> Callable[..., Iterable[bytes]]:
 
 
 def _respond(dataplane: DataPlane, environ: dict[str, Any]) -> Response:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return Response.error("Content-Length is not a number", 400)
-    if length > dataplane.max_request_bytes:
-        return Response.error(f"request body of {length} bytes is over the limit of "
-                              f"{dataplane.max_request_bytes} bytes", 413)
+    refused = dataplane.refuse_length(environ.get("CONTENT_LENGTH"))
+    if refused is not None:
+        return refused
+    length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length > 0 else b""
     headers = {key[5:].replace("_", "-"): value for key, value in environ.items()
                if key.startswith("HTTP_")}
@@ -256,24 +254,39 @@ def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
 def serve(dataplane: DataPlane, options: ServerOptions) -> None:
     """Serve until Ctrl-C or SIGTERM; then stop accepting connections, let every accepted
     request finish (up to ``drain_timeout_s``), and stop the repository's threads."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    server = BackgroundServer(dataplane, options).start()
-    names = ", ".join(dataplane.repository.names()) or "no models yet"
-    print(f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
-          "/openapi.json); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        drained = server.drain(options.drain_timeout_s)
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with until_stopped() as wait:
+        server = BackgroundServer(dataplane, options).start()
+        names = ", ".join(dataplane.repository.names()) or "no models yet"
+        print(f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
+              "/openapi.json); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+        try:
+            wait()
+        finally:
+            drained = server.drain(options.drain_timeout_s)
+            server.stop()
     print("stopped: " + ("every accepted request was answered" if drained else
                          f"requests still running after {options.drain_timeout_s} s were cut"),
           file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def until_stopped() -> Iterator[Callable[[], None]]:
+    """Inside the block SIGTERM no longer ends the process: the function it yields blocks
+    until SIGTERM or Ctrl-C arrives. The previous SIGTERM handler is restored after."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def wait() -> None:
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+    try:
+        yield wait
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _in_loop(server: Any, action: Callable[[], None]) -> None:
