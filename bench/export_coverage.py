@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import coverage_model  # noqa: E402
 from common import RESULTS, machine  # noqa: E402
 
 from model_agnostic import Model  # noqa: E402
@@ -79,40 +80,20 @@ def calibrate(network: Any, size: int, batches: int = 4, batch_size: int = 4) ->
     Inception (logits of 1e2 to 1e12) and vanish in EfficientNets, MobileNets and MNASNets
     (1e-9 to 1e-14); and ViT's classifier head starts at exactly zero, so every logit is 0.
     Then an absolute tolerance is meaningless both ways: float32 rounding of 1e8 exceeds
-    1e-4, and logits of 1e-14 pass whatever the graph computes. So:
-
-    * BatchNorm running statistics are measured with a few train-mode forwards on random
-      inputs (cumulative average, ``momentum=None``);
-    * all-zero Linear weights are redrawn from N(0, 0.02).
-
-    Weights otherwise stay the seeded random initialisation; nothing is downloaded.
-    Returns how many layers of each kind were changed.
+    1e-4, and logits of 1e-14 pass whatever the graph computes. So BatchNorm running
+    statistics are measured with a few train-mode forwards on random inputs (cumulative
+    average, ``momentum=None``) and all-zero Linear weights are redrawn from N(0, 0.02)
+    (``coverage_model.calibrate``). Weights otherwise stay the seeded random
+    initialisation; nothing is downloaded. Returns how many layers of each kind changed.
     """
     import torch
 
-    changed = {"batchnorm": 0, "zero_linear": 0}
-    for module in network.modules():
-        if isinstance(module, torch.nn.Linear) and not torch.any(module.weight):
-            with torch.no_grad():
-                module.weight.normal_(0.0, 0.02)
-            changed["zero_linear"] += 1
-    changed["batchnorm"] = _calibrate_batchnorm(torch, network, size, batches, batch_size)
-    return changed
-
-
-def _calibrate_batchnorm(torch: Any, network: Any, size: int, batches: int, batch_size: int) -> int:
-    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    network.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            network(torch.randn(batch_size, 3, size, size))
-    network.eval()
-    return len(norms)
+    zero = sum(1 for m in network.modules()
+               if isinstance(m, torch.nn.Linear) and not torch.any(m.weight))
+    norms = sum(1 for m in network.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    coverage_model.calibrate(torch, network, size, batches, batch_size)
+    return {"batchnorm": norms, "zero_linear": zero}
 
 
 # ---------------------------------------------------------------- model facts
@@ -286,6 +267,104 @@ def worker(arch: str, result_path: Path, threads: int, keep: bool, calibrate_mod
     save()
 
 
+# ----------------------------------------------------------------- gate pass
+def preset(arch: str) -> dict[str, Any]:
+    """The options of ``coverage_model.TorchvisionClassifier`` for ``arch``: torchvision's
+    evaluation preset of the weights ``input_size`` picks, at the network's input size."""
+    import torch
+    import torchvision
+
+    weights = list(torchvision.models.get_model_weights(arch))
+    chosen = [w for w in weights if w.name == "IMAGENET1K_V1"] or sorted(weights, key=_crop)
+    transform = chosen[0].transforms()
+    crop, resize = _crop(chosen[0]), int(transform.resize_size[0])
+    try:
+        with torch.device("meta"):
+            size = getattr(torchvision.models.get_model(arch, weights=None), "image_size", crop)
+    except Exception:  # RegNet's builder computes widths with real tensors; not a ViT
+        size = crop
+    if size != crop:  # ViTs built with weights=None are fixed at their own size
+        resize, crop = round(resize * size / crop), int(size)
+    return {"arch": arch, "calibrate": True, "resize": resize, "crop": crop,
+            "interpolation": transform.interpolation.value,
+            "mean": list(transform.mean), "std": list(transform.std)}
+
+
+def gate_worker(arch: str, result_path: Path, threads: int) -> None:
+    """``export_model`` at its default export and verify settings: the verdict, per stage."""
+    import logging
+
+    import torch
+
+    from model_agnostic.export.pipeline import export_model, generated_images
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    logging.basicConfig(level=logging.ERROR)
+    folder = WORKDIR / "gate" / arch
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    options = preset(arch)
+    lines = [
+        f"[model]\nclass = {json.dumps(str(Path(coverage_model.__file__).resolve()) + ':TorchvisionClassifier')}",
+        "[model.options]", *(f"{k} = {json.dumps(v)}" for k, v in options.items()),
+        f"[pytorch]\nseed = {SEED}\nnum_threads = {threads}",
+        f"[onnxruntime]\nintra_op_num_threads = {threads}\ninter_op_num_threads = 1",
+    ]
+    config = folder / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    row: dict[str, Any] = {"arch": arch, "family": family(arch), "options": options}
+    start = time.perf_counter()
+    try:
+        result = export_model(config, folder / "artifact",
+                              example=generated_images(1, seed=SEED + 1)[0])
+    except Exception as exc:  # an export error (or anything unwrapped) is itself a finding
+        row.update(verdict="error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:400]}")
+    else:
+        report = result.report
+        row.update(
+            verdict=report.verdict, shipped=result.artifact is not None,
+            stages={s.stage: {"status": s.status, "reason": s.reason[:400],
+                              "max_abs": s.max_abs if math.isfinite(s.max_abs) else "inf"}
+                    for s in report.stages},
+            referee_waivers=len(report.referee_waivers()),
+            worst_referee_ratio=max((w.get("worst_ratio", 0.0) for w in report.referee_waivers()),
+                                    default=None),
+            task=report.task,
+        )
+        if result.artifact is not None:
+            meta = json.loads((result.artifact / "metadata.json").read_text())["export"]
+            row.update(exporter=meta.get("exporter_used"), opset=meta.get("opset_written"),
+                       fallbacks=meta.get("fallbacks"))
+    row["export_s"] = round(time.perf_counter() - start, 1)
+    result_path.write_text(json.dumps(row, indent=1, default=str))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def gate_table(results: dict[str, Any]) -> str:
+    """Counts by verdict and one row per model, for docs/export-coverage.md."""
+    rows = sorted(results["rows"].values(),
+                  key=lambda r: (r["family"], results.get("params", {}).get(r["arch"], 0)))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("verdict", "crash")] = counts.get(r.get("verdict", "crash"), 0) + 1
+    lines = [", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + f" (of {len(rows)})", "",
+             "| model | verdict | preprocessing | inference | postprocessing | artifact "
+             "| referee waivers | export + verify (s) | peak RSS (GiB) | reason |",
+             "|---|---|---|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        stages = r.get("stages", {})
+        status = [stages.get(s, {}).get("status", "-") for s in
+                  ("preprocessing", "inference", "postprocessing", "artifact")]
+        reason = next((st["reason"] for st in stages.values() if st["status"] != "pass"),
+                      r.get("error", ""))
+        lines.append(
+            f"| {r['arch']} | {r.get('verdict', 'crash')} | {' | '.join(status)} | "
+            f"{r.get('referee_waivers', '-')} | {_num(r.get('export_s'))} | "
+            f"{_num(r.get('peak_rss_gib'))} | {str(reason).replace('|', '/')[:200]} |")
+    return "\n".join(lines)
+
+
 def float64_reference(pytorch: Any, candidate: Any, batch: np.ndarray, want: np.ndarray) -> dict[str, Any]:
     """How far each float32 backend is from the same network run in float64.
 
@@ -328,14 +407,14 @@ def run_one(arch: str, args: argparse.Namespace) -> dict[str, Any]:
     """One architecture in a fresh process, under a timeout and an RSS ceiling."""
     logs = WORKDIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    suffix = "-calibrated" if args.calibrate else ""
+    suffix = "-gate" if args.gate else "-calibrated" if args.calibrate else ""
     result_path = WORKDIR / f"{arch}{suffix}.row.json"
     result_path.unlink(missing_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONUNBUFFERED="1")
     command = [sys.executable, __file__, "--worker", arch, "--result", str(result_path),
                "--threads", str(args.threads)] + (["--keep-onnx"] if args.keep_onnx else []) + (
-        ["--calibrate"] if args.calibrate else [])
+        ["--calibrate"] if args.calibrate else []) + (["--gate"] if args.gate else [])
     library = library_version()
     start = time.perf_counter()
     peak_kib, killed = 0, ""
@@ -343,7 +422,7 @@ def run_one(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
         while process.poll() is None:
-            peak_kib = max(peak_kib, _rss_kib(process.pid))
+            peak_kib = max(peak_kib, _session_rss_kib(process.pid))
             elapsed = time.perf_counter() - start
             if elapsed > args.timeout:
                 killed = f"timed out after {args.timeout:.0f} s"
@@ -366,8 +445,24 @@ def run_one(arch: str, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(WORKDIR / "onnx" / (arch + suffix), ignore_errors=True)
     row["wall_s"] = round(wall, 1)
     row["library"] = library
-    row["peak_rss_gib"] = round(peak_kib / 2**20, 2)
+    row["peak_rss_gib"] = round(peak_kib / 2**20, 2)  # the worker's whole session
     return row
+
+
+def _session_rss_kib(session: int) -> int:
+    """RSS of every process in the worker's session (the worker and what it starts,
+    e.g. the export's torch-free artifact check)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # stat field 6 (session), after pid and (comm)
+            total += _rss_kib(int(entry.name))
+    return total
 
 
 def _rss_kib(pid: int) -> int:
@@ -386,9 +481,11 @@ def _signal_name(code: int | None) -> str:
     return "error"
 
 
-def results_path(calibrate: bool, ext: str = "json") -> Path:
-    """export_coverage.json (plain random init) or export_coverage_calibrated.json."""
-    return RESULTS / f"export_coverage{'_calibrated' if calibrate else ''}.{ext}"
+def results_path(calibrate: bool, ext: str = "json", gate: bool = False) -> Path:
+    """export_coverage.json (plain random init), export_coverage_calibrated.json, or
+    export_coverage_gate.json (--gate)."""
+    name = "_gate" if gate else "_calibrated" if calibrate else ""
+    return RESULTS / f"export_coverage{name}.{ext}"
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -533,21 +630,28 @@ def main() -> None:
                         help="BatchNorm statistics measured on random inputs, all-zero Linear "
                         "layers redrawn, so logits have a trained model's scale "
                         "(separate results: export_coverage_calibrated.json)")
+    parser.add_argument("--gate", action="store_true",
+                        help="run export_model at its default export and verify settings "
+                        "(the four-stage gate, calibrated weights, torchvision's preset as "
+                        "the preprocessing reference); results: export_coverage_gate.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        worker(args.worker, Path(args.result), args.threads, args.keep_onnx, args.calibrate)
+        if args.gate:
+            gate_worker(args.worker, Path(args.result), args.threads)
+        else:
+            worker(args.worker, Path(args.result), args.threads, args.keep_onnx, args.calibrate)
         return
 
     import torchvision
 
-    json_path = results_path(args.calibrate)
+    json_path = results_path(args.calibrate, gate=args.gate)
     results = load_results(json_path)
-    results["calibrate"] = args.calibrate
+    results["calibrate"] = args.calibrate or args.gate
     if args.table:
-        print(table(results))
+        print(gate_table(results) if args.gate else table(results))
         return
     if args.doc:
         print(doc_table(load_results(results_path(False)), load_results(results_path(True))))
@@ -576,6 +680,11 @@ def main() -> None:
         row = run_one(arch, args)
         results["rows"][arch] = row
         save_results(results, json_path)
+        if args.gate:
+            print(f"[{index}/{len(todo)}] {arch:<20} {counts[arch] / 1e6:7.1f}M "
+                  f"{row.get('verdict', 'crash'):<10} {row.get('export_s', 0):.1f}s "
+                  f"rss {row['peak_rss_gib']:.1f}G {row.get('error', '')[:200]}", flush=True)
+            continue
         verdict = "ok" if row["ok"] else f"FAIL ({_short(row)[:200]})"
         print(f"[{index}/{len(todo)}] {arch:<20} {counts[arch] / 1e6:7.1f}M "
               f"{row.get('exporter', '-'):<11} max abs {row.get('max_abs', float('nan')):.1e} "
@@ -586,8 +695,8 @@ def main() -> None:
          "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     )
     save_results(results, json_path)
-    text = table(results, archs)
-    results_path(args.calibrate, "md").write_text(f"Machine: {results['machine']}\n\n{text}\n")
+    text = gate_table(results) if args.gate else table(results, archs)
+    results_path(args.calibrate, "md", gate=args.gate).write_text(f"Machine: {results['machine']}\n\n{text}\n")
     print()
     print(text)
 

@@ -2,7 +2,8 @@
 
 Exit codes (for CI pipelines): 0 success; 1 an error (the message on stderr says
 what was wrong); 2 bad command-line usage; 3 parity failed (verify, or export
-refusing to ship).
+refusing to ship); 4 parity unverified: a stage could not be checked and nobody
+waived it (``--allow-unverified STAGE``), so export wrote nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -21,9 +21,9 @@ from typing import Any
 from .backends import BACKENDS
 from .errors import ConfigError, ModelAgnosticError
 
-__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARITY"]
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARITY", "EXIT_UNVERIFIED"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY, EXIT_UNVERIFIED = 0, 1, 2, 3, 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,27 +66,25 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .export.artifact import CHECKSUMS
     from .export.pipeline import export_model
 
     config = load_config(args.config)
     output = Path(args.output or config.export.get("output") or "")
     if not str(output) or output == Path("."):
         raise ConfigError(f"{config.path}: export needs --output or [export] output")
-    if output.exists() and args.force:
-        if not (output / CHECKSUMS).is_file():
-            raise ConfigError(f"--force only replaces an artifact; {output} is not one")
-        shutil.rmtree(output)
     print(f"exporting {config.model_class} to {output}", file=sys.stderr)
+    existed = output.exists()
     result = export_model(
         config, output, example=args.example, samples=args.samples, archive=args.archive,
-        progress=_progress, opset=args.opset, exporter=args.exporter,
-        dynamic_hw=True if args.dynamic_hw else None,
+        force=args.force, allow_unverified=args.allow_unverified,
+        waiver_flag="--allow-unverified", progress=_progress, opset=args.opset,
+        exporter=args.exporter, dynamic_hw=True if args.dynamic_hw else None,
     )
     print(result.report.summary(), file=sys.stderr)
     if result.artifact is None:
-        print("model-agnostic: parity failed; no artifact written", file=sys.stderr)
-        return EXIT_PARITY
+        kept = f"; the previous artifact at {output} is untouched" if existed else ""
+        print(f"model-agnostic: nothing written{kept}", file=sys.stderr)
+        return _exit_code(result.report)
     print(f"wrote {result.artifact}" + (" and its .zip" if args.archive else ""), file=sys.stderr)
     return EXIT_OK
 
@@ -94,11 +92,20 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .export.pipeline import verify_config
 
-    report = verify_config(args.config, args.onnx, args.samples, progress=_progress)
+    report = verify_config(args.config, args.onnx, args.samples, progress=_progress,
+                           allow_unverified=args.allow_unverified,
+                           waiver_flag="--allow-unverified")
     print(report.summary(), file=sys.stderr)
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return EXIT_OK if report.passed else EXIT_PARITY
+    return _exit_code(report)
+
+
+def _exit_code(report: Any) -> int:
+    """0 passed (or every unverified stage waived), 3 failed, 4 unverified."""
+    if report.verdict == "failed":
+        return EXIT_PARITY
+    return EXIT_OK if report.shippable else EXIT_UNVERIFIED
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -157,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="model-agnostic",
         description="Write a model once; export it to ONNX with proof of parity; run it on "
         "PyTorch or ONNX Runtime, chosen by config.",
-        epilog="Exit codes: 0 success, 1 error (message on stderr), 2 bad usage, 3 parity failed.",
+        epilog="Exit codes: 0 success, 1 error (message on stderr), 2 bad usage, 3 parity "
+        "failed, 4 parity unverified (a stage was not checked and not waived).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(commands)
@@ -178,10 +186,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_export(commands: Any) -> None:
     export = commands.add_parser(
         "export", help="export to ONNX, verify parity, write a torch-free artifact",
-        description="Build the model on PyTorch, export it to ONNX (dynamic batch axis), verify "
-        "preprocessing, inference and post-processing against PyTorch on the example, the "
-        "samples and generated inputs, and write a checksummed artifact folder only if parity "
-        "holds (exit 3 otherwise).",
+        description="Build the model on PyTorch, export it to ONNX (dynamic batch axis), write "
+        "a checksummed artifact into a staging folder, verify preprocessing, inference, "
+        "post-processing and the artifact itself (run from disk without torch) against "
+        "PyTorch on the example, the samples and generated inputs, and move it into place only "
+        "if parity holds (exit 3 if a stage failed, 4 if one was not verified; the previous "
+        "artifact is then untouched).",
     )
     export.add_argument("--config", required=True, help="the model's TOML config file")
     export.add_argument("--example", help="raw input to trace shapes (default: [export] example)")
@@ -189,27 +199,40 @@ def _add_export(commands: Any) -> None:
                         help="extra input to verify on (repeatable)")
     export.add_argument("--output", help="artifact folder (default: [export] output)")
     export.add_argument("--archive", action="store_true", help="also write <output>.zip")
-    export.add_argument("--force", action="store_true", help="replace an existing artifact")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing artifact (only once the new one passed)")
     export.add_argument("--opset", type=int, help="ONNX opset (default: [export] opset, else 18)")
     export.add_argument("--exporter", choices=("torchscript", "dynamo"),
                         help="exporter to try first; the other is the fallback")
     export.add_argument("--dynamic-hw", action="store_true",
                         help="make height and width dynamic too (checked at other sizes)")
+    _add_waiver(export)
     export.set_defaults(run=_export)
+
+
+def _add_waiver(command: Any) -> None:
+    command.add_argument(
+        "--allow-unverified", action="append", default=[], metavar="STAGE",
+        choices=("preprocessing", "inference", "postprocessing", "artifact", "all"),
+        help="accept that STAGE could not be verified (repeatable; 'all'); the waiver is "
+        "recorded in the report and the artifact with your user name. A failed stage "
+        "cannot be waived")
 
 
 def _add_verify(commands: Any) -> None:
     verify = commands.add_parser(
         "verify", help="compare PyTorch and ONNX Runtime stage by stage",
         description="Compare the config's PyTorch model with an exported graph or artifact: "
-        "preprocessing vs the model's reference, inference at several batch sizes, and "
-        "post-processing. Exit 0 if every stage is within tolerance ([verify] in the "
-        "config), 3 if not.",
+        "preprocessing vs the training-time reference, inference at several batch sizes, "
+        "post-processing, and (for an artifact) the artifact run without torch. Exit 0 if "
+        "every stage passed ([verify] in the config), 3 if one failed, 4 if one could not "
+        "be verified.",
     )
     verify.add_argument("samples", nargs="*", metavar="INPUT", help="inputs to compare on")
     verify.add_argument("--config", required=True, help="the model's TOML config file")
     verify.add_argument("--onnx", help="ONNX file or artifact (default: [onnxruntime] path)")
     verify.add_argument("--report", help="also write the report as JSON to this file")
+    _add_waiver(verify)
     verify.set_defaults(run=_verify)
 
 

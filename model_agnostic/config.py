@@ -6,6 +6,7 @@ rejected with the allowed ones, and relative paths are relative to the file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.machinery
@@ -26,7 +27,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["BACKEND_ENV", "Config", "load_config", "load_model", "import_model_class"]
+__all__ = [
+    "BACKEND_ENV",
+    "Config",
+    "import_model_class",
+    "import_object",
+    "load_config",
+    "load_model",
+    "resolve",
+]
 
 #: Environment variable that overrides the config's backend.
 BACKEND_ENV = "MODEL_AGNOSTIC_BACKEND"
@@ -40,7 +49,7 @@ _PATH, _PATHS = "path", "list of paths"
 #: section -> key -> expected type; ``None`` key set means "any keys" (user options).
 SCHEMA: dict[str, dict[str, Any]] = {
     "": {"backend": _STR},
-    "model": {"class": _STR, "options": dict},
+    "model": {"class": _STR, "options": dict, "none_options": _STRS},
     "pytorch": {
         "weights": _PATH,
         "device": _STR,
@@ -110,6 +119,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "exporter": _STR,
         "example": _PATH,
         "output": _PATH,
+        "allow_unverified": _STRS,
     },
     "verify": {
         "atol": _FLOAT,
@@ -120,6 +130,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "image_sizes": _SIZES,
         "samples": _PATHS,
         "generated": _INT,
+        "reference": _STR,
+        "reference_input": _STR,
+        "threshold": _FLOAT,
+        "task": _STR,
+        "noise_factor": _FLOAT,
     },
 }
 
@@ -133,6 +148,9 @@ class Config:
     backend: str
     options: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The artifact folder this config was read from, its checksums verified (None: a
+    #: plain config file). A model built from it carries the artifact's parity verdict.
+    artifact: Path | None = None
 
     def backend_options(self, backend: str) -> dict[str, Any]:
         """Keyword arguments for ``backend``'s constructor, paths resolved."""
@@ -186,7 +204,29 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         )
     backend = data.get("backend", "pytorch")
     _check_type(path, "backend", backend, _STR)
-    return Config(path, model["class"], backend, model.get("options", {}), sections)
+    options = dict(model.get("options", {}))
+    for name in model.get("none_options", []):  # TOML has no null (docs/export.md)
+        if name in options:
+            raise ConfigError(f"{path}: option {name!r} is both in [model.options] and in "
+                              "[model] none_options; keep one")
+        options[name] = None
+    return Config(path, model["class"], backend, options, sections)
+
+
+def resolve(target: str | os.PathLike[str] | Config) -> Config:
+    """The config a TOML file, an artifact folder or an artifact ``.zip`` describes.
+
+    An artifact's checksums are verified (a zip unpacked first) before anything in it is
+    read; the returned config then records the artifact folder (``Config.artifact``).
+    """
+    if isinstance(target, Config):
+        return target
+    from .export.artifact import is_artifact, open_artifact
+
+    if is_artifact(target):
+        path = open_artifact(target)
+        return dataclasses.replace(load_config(path), artifact=path.parent)
+    return load_config(target)
 
 
 def load_model(
@@ -199,11 +239,7 @@ def load_model(
     order: the ``backend`` argument, the ``MODEL_AGNOSTIC_BACKEND`` environment
     variable, the config's ``backend``.
     """
-    if not isinstance(config, Config):
-        from .export.artifact import is_artifact, open_artifact
-
-        config = load_config(open_artifact(config) if is_artifact(config) else config)
-    cfg = config
+    cfg = resolve(config)
     chosen = backend or os.environ.get(BACKEND_ENV) or cfg.backend
     if chosen not in BACKENDS:
         raise ConfigError(
@@ -218,7 +254,12 @@ def load_model(
     if chosen == "remote" and not {"url", "model_name"} <= kwargs.keys():
         raise ConfigError(f"{cfg.path}: backend 'remote' needs [remote] url and model_name")
     try:
-        return bind(hooks, chosen)(**kwargs, **cfg.options)
+        model = bind(hooks, chosen)(**kwargs, **cfg.options)
+        if cfg.artifact is not None:
+            from .export.report import read_parity
+
+            model.artifact_parity = read_parity(cfg.artifact)
+        return model
     except ModelAgnosticError as exc:
         if isinstance(exc, ConfigError) and str(cfg.path) not in str(exc):
             raise ConfigError(f"{cfg.path}: {exc}") from exc
@@ -227,10 +268,25 @@ def load_model(
 
 def import_model_class(spec: str, base_dir: str | os.PathLike[str] = ".") -> type[Model]:
     """Import ``"package.module:Class"`` or ``"file.py:Class"`` (relative to ``base_dir``)."""
+    cls = import_object(spec, base_dir, what="model class", missing_ok=True)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        module_name = spec.rpartition(":")[0]
+        raise ModelLoadError(
+            f"{module_name} has no model_agnostic.Model subclass named {spec.rpartition(':')[2]!r}"
+        )
+    return cls
+
+
+def import_object(spec: str, base_dir: str | os.PathLike[str] = ".", what: str = "object",
+                  missing_ok: bool = False) -> Any:
+    """The object ``"package.module:name"`` or ``"file.py:name"`` names (file relative to
+    ``base_dir``); a file is compiled from its source, never from ``__pycache__``.
+    A module without that name raises ``ModelLoadError`` (None with ``missing_ok``)."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
+        name = "Class" if what == "model class" else "name"
         raise ConfigError(
-            f"model class {spec!r} must look like 'package.module:Class' or 'file.py:Class'"
+            f"{what} {spec!r} must look like 'package.module:{name}' or 'file.py:{name}'"
         )
     try:
         if module_name.endswith(".py"):
@@ -245,12 +301,9 @@ def import_model_class(spec: str, base_dir: str | os.PathLike[str] = ".") -> typ
                 "create_model(), not at the top of the module"
             ) from exc
         raise ModelLoadError(f"cannot import {module_name!r}: {exc}") from exc
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise ModelLoadError(
-            f"{module_name} has no model_agnostic.Model subclass named {attr!r}"
-        )
-    return cls
+    if not hasattr(module, attr) and not missing_ok:
+        raise ModelLoadError(f"{module_name} has no {what} named {attr!r}")
+    return getattr(module, attr, None)
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):

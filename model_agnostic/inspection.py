@@ -72,15 +72,13 @@ def _numel(dims: Any) -> int:
 
 
 def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "passed": report.get("passed"),
-        "first_failure": report.get("first_failure"),
-        "tolerances": report.get("tolerances"),
-        "stages": {
-            s["stage"]: {"passed": s["passed"], "max_abs": s["max_abs"], "max_rel": s["max_rel"]}
-            for s in report.get("stages", [])
-        },
-    }
+    from .export.report import summarize
+
+    summary = summarize(report)
+    summary["tolerances"] = report.get("tolerances")
+    summary["task"] = report.get("task", {})
+    summary["max_abs"] = {s["stage"]: s.get("max_abs") for s in report.get("stages", [])}
+    return summary
 
 
 def render(info: dict[str, Any]) -> str:
@@ -101,11 +99,49 @@ def render(info: dict[str, Any]) -> str:
     if meta:
         lines.append(f"  model       {meta['model_class']} (weights: {meta['weights']})")
         lines.append(f"  created     {meta['created']} with " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    if meta and meta.get("export"):
+        lines.extend(_export_lines(meta["export"]))
     parity = info.get("parity")
     if parity:
-        verdict = {True: "PASSED", False: "FAILED", None: "not verified"}[parity["passed"]]
-        lines.append(f"  parity      {verdict}")
-        for stage, s in parity["stages"].items():
-            status = {True: "pass", False: "FAIL", None: "skip"}[s["passed"]]
-            lines.append(f"    {stage:<15} {status}  max abs {s['max_abs']:.3g}  max rel {s['max_rel']:.3g}")
+        lines.extend(_parity_lines(parity))
     return "\n".join(lines)
+
+
+def _export_lines(export: dict[str, Any]) -> list[str]:
+    """What the exporter did, as recorded (artifacts from before this record show less)."""
+    if "exporter_used" not in export:
+        return [f"  export      {export}"]
+    lines = [f"  export      {export['exporter_used']} exporter, opset {export.get('opset_written')}"
+             f" written (asked {export.get('opset')}, exporter {export.get('exporter')} first)"]
+    for fallback in export.get("fallbacks", []):
+        lines.append(f"    fallback  {fallback['exporter']} failed: {fallback['error'][:160]}")
+    return lines
+
+
+def _parity_lines(parity: dict[str, Any]) -> list[str]:
+    verdict = parity["verdict"].upper()
+    lines = [f"  parity      {verdict}" + ("  (NOT a pass)" if verdict == "UNVERIFIED" else "")]
+    for stage, status in parity["stages"].items():
+        value = parity.get("max_abs", {}).get(stage)
+        number = f"  max abs {value:.3g}" if isinstance(value, (int, float)) else ""
+        lines.append(f"    {stage:<15} {status.upper():<10}{number}")
+    for item in parity["unverified"]:
+        lines.append(f"    unverified  {item['stage']}: {item['reason'][:200]}")
+    for waiver in parity["waivers"]:
+        who = f", user {waiver['user']}" if waiver.get("user") else ""
+        lines.append(f"    waived      {waiver['stage']}: waived by {waiver['flag']} "
+                     f"({waiver['source']}{who})")
+    for waiver in parity["referee_waivers"]:
+        lines.append(
+            f"    referee     {waiver['stage']} {waiver['comparison']}: accepted as float32 "
+            f"rounding (candidate {waiver.get('candidate_vs_f64_max', float('nan')):.3g} from "
+            f"float64, PyTorch {waiver.get('torch32_vs_f64_max', float('nan')):.3g}, worst "
+            f"{waiver.get('worst_ratio', float('nan')):.2f} of allowed)")
+    for output, task in parity.get("task", {}).items():
+        if task.get("kind") == "multilabel":
+            lines.append(f"    task        {output}: {task['flips']} of {task['decisions']} "
+                         f"decisions flipped at {task['threshold']:g}")
+        elif task.get("kind") == "classification":
+            lines.append(f"    task        {output}: top-1 {task['top1_agree']}/{task['rows']}, "
+                         f"top-{task['k']} {task['topk_agree']}/{task['rows']} rows agree")
+    return lines

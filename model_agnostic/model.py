@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, InferenceError, TensorSpecError
+from . import rows
+from .errors import ConfigError, InputError, TensorSpecError
 
 __all__ = ["Model", "Arrays"]
 
@@ -48,6 +49,9 @@ class Model(ABC):
     backend_name: ClassVar[str] = ""
     #: The user's class holding the hooks, when bound to a backend by ``with_backend``.
     hooks_class: ClassVar[type[Model] | None] = None
+    #: The parity verdict of the artifact this model was loaded from (``load_model``
+    #: sets it from ``parity.json``); None when it was not loaded from an artifact.
+    artifact_parity: dict[str, Any] | None = None
 
     def __init__(self, **options: Any) -> None:
         allowed = self.option_names()
@@ -101,24 +105,16 @@ class Model(ABC):
     def predict_batch(self, raws: Sequence[Any]) -> list[Any]:
         """Run the pipeline on many raw inputs with one backend call; one result per input."""
         if isinstance(raws, (str, bytes)) or not isinstance(raws, Sequence):
-            raise TypeError(
+            raise InputError(
                 f"predict_batch expects a list of raw inputs, got {type(raws).__name__}; "
                 "use predict() for a single input"
             )
         if not raws:
             return []
         prepared = [self.prepare(raw) for raw in raws]
-        counts = [_rows(arrays) for arrays in prepared]
-        batch = {
-            name: np.concatenate([arrays[name] for arrays in prepared])
-            if len(prepared) > 1
-            else prepared[0][name]
-            for name in self.input_names
-        }
-        outputs = self.infer(batch)
-        return [
-            self.process_result(part) for part in _split(outputs, counts, sum(counts))
-        ]
+        counts = [rows.count(arrays) for arrays in prepared]
+        outputs = self.infer(rows.merge(prepared, self.input_names))
+        return [self.process_result(part) for part in rows.split(outputs, counts)]
 
     def prepare(self, raw: Any) -> Arrays:
         """``preprocessing(raw)`` as ``{input_name: array}``, checked against the contract."""
@@ -181,28 +177,3 @@ class Model(ABC):
 
 def _is_backend(klass: type) -> bool:
     return bool(klass.__dict__.get("backend_name"))
-
-
-def _rows(arrays: Arrays) -> int:
-    sizes = {name: array.shape[0] for name, array in arrays.items()}
-    if len(set(sizes.values())) != 1:
-        raise TensorSpecError(
-            f"preprocessing returned inputs with different batch sizes {sizes}; "
-            "every input of one example must have the same leading axis"
-        )
-    return next(iter(sizes.values()))
-
-
-def _split(outputs: Arrays, counts: list[int], total: int) -> list[Arrays]:
-    for name, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != total:
-            raise InferenceError(
-                f"output {name!r} has shape {array.shape}, but the batch had {total} "
-                "rows; every output needs the batch as its leading axis"
-            )
-    bounds = np.cumsum([0, *counts])
-    return [
-        {name: array[start:stop] for name, array in outputs.items()}
-        for start, stop in zip(bounds[:-1], bounds[1:])
-    ]
-

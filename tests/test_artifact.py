@@ -292,3 +292,67 @@ def test_planted_bytecode_cache_does_not_run_instead_of_the_verified_source(
     except ArtifactError:
         pass  # refusing the planted cache is a fix too
     assert not marker.exists(), "code from a planted __pycache__ .pyc ran"
+
+
+OPTIONED = f"""
+[model]
+class = "@TESTS@/tiny_models.py:{{cls}}"
+[model.options]
+thresholds = {{{{ a = 0.75, "b c" = 0.125, nested = {{{{ x = [1, 2.5] }}}} }}}}
+since = 2026-12-03
+groups = [["d"], ["a", "b"]]
+[export]
+example = "{XRAY.as_posix()}"
+[verify]
+generated = 1
+"""
+
+
+def test_options_of_every_toml_kind_and_none_round_trip_into_the_artifact(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from datetime import date
+
+    from model_agnostic.config import load_config
+    from model_agnostic.export.pipeline import export_model
+
+    config = write_config(OPTIONED.format(cls="Optioned"))
+    result = export_model(config, tmp_path / "a")
+    assert result.report.verdict == "passed", result.report.summary()
+    shipped = load_config(result.artifact / "config.toml")
+    assert shipped.options == {
+        "thresholds": {"a": 0.75, "b c": 0.125, "nested": {"x": [1, 2.5]}},
+        "since": date(2026, 12, 3), "note": None, "groups": [["d"], ["a", "b"]],
+        "broken": "",
+    }
+    model = load_model(result.artifact)
+    assert model.note is None and model.since == date(2026, 12, 3)
+    assert result.report.stages[3].status == "pass"  # the artifact answers as verified
+
+
+def test_an_option_the_artifact_cannot_hold_is_refused_before_any_work(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from model_agnostic.export.pipeline import export_model
+    from tests.tiny_models import CountingTinyImage
+
+    CountingTinyImage.built.clear()
+    config = write_config(CONFIG.replace("TinyImage", "UnstorableOption"))
+    with pytest.raises(ExportError, match=r"option 'seen' = frozenset\(\{'a'\}\) \(frozenset\) "
+                                          r"cannot be stored"):
+        export_model(config, tmp_path / "a")
+    assert CountingTinyImage.built == []
+
+
+def test_none_options_in_a_config_are_read_back_as_none(write_config: Callable[..., Path]) -> None:
+    from model_agnostic import ConfigError
+    from model_agnostic.config import load_config
+
+    config = write_config('[model]\nclass = "m.py:M"\nnone_options = ["note"]\n')
+    assert load_config(config).options == {"note": None}
+    both = write_config('[model]\nclass = "m.py:M"\nnone_options = ["note"]\n'
+                        '[model.options]\nnote = "x"\n', name="both.toml")
+    with pytest.raises(ConfigError, match="both in \\[model.options\\] and in \\[model\\] none_options"):
+        load_config(both)

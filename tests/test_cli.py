@@ -93,7 +93,7 @@ def test_export_force_replaces_only_an_artifact(config: Path, tmp_path: Path, ca
     out = tmp_path / "artifact"
     args = ["export", "--config", str(config), "--example", image, "--output", str(out)]
     assert main(args) == EXIT_OK
-    assert main(args) == EXIT_ERROR and "exists and is not empty" in capsys.readouterr().err
+    assert main(args) == EXIT_ERROR and "exists; pass --force" in capsys.readouterr().err
     assert main([*args, "--force"]) == EXIT_OK
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("precious")

@@ -101,7 +101,8 @@ def test_refusal_says_the_difference_is_not_float32_rounding(
 ) -> None:
     real_infer = OnnxModel.infer
     monkeypatch.setattr(OnnxModel, "infer", lambda self, x: {k: v + 1 for k, v in real_infer(self, x).items()})
-    with pytest.raises(ExportError, match=r"ONNX Runtime is off by 1 and PyTorch float32 by [0-9.]+e-\d+, so this is not float32 rounding"):
+    with pytest.raises(ExportError, match=r"not float32 rounding: at \(\d+, \d+\) the candidate is 1 "
+                       r"from float64 where PyTorch float32 is [0-9.]+e-\d+"):
         export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE)
     assert all(p.dtype == torch.float32 for p in tiny.network.parameters())
 
@@ -131,7 +132,7 @@ def test_float32_rounding_in_pytorch_is_accepted_with_a_warning(
                         lambda self, x: {k: v - 1e-3 for k, v in real_infer(self, x).items()})
     with caplog.at_level(logging.WARNING, "model_agnostic.export"):
         export_onnx(model, tmp_path / "m.onnx", EXAMPLE + 0.5)
-    assert "float32 rounding, not an export fault" in caplog.text
+    assert "float32 rounding: the candidate is within tolerance of the float64 result" in caplog.text
     assert model.network.scale.dtype == torch.float32
 
 
@@ -252,7 +253,7 @@ def test_external_weights_are_gathered_into_one_file_and_shipped(tmp_path: Path)
     onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
     scattered = {p.name for p in tmp_path.iterdir()} - {"m.onnx"}
     assert len(scattered) > 3  # as the TorchScript exporter leaves a large model
-    to_onnx._stamp(path, tiny, "torchscript", 18)
+    to_onnx._stamp(path, tiny, "torchscript", 18, [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     Wide.__qualname__ = "Wide"  # write_artifact refuses classes it could not import again
     artifact = write_artifact(tiny, path, tmp_path / "artifact")
@@ -262,3 +263,51 @@ def test_external_weights_are_gathered_into_one_file_and_shipped(tmp_path: Path)
         OnnxModel(artifact / "model.onnx").infer({"image": array})["logits"],
         tiny.infer({"image": array})["logits"], atol=1e-5,
     )
+
+
+def test_metadata_records_the_opset_and_exporter_that_really_wrote_the_file(
+    tiny: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    # dynamo cannot convert this graph down to opset 13 and would write 18 labelled 13
+    with caplog.at_level(logging.WARNING, "model_agnostic.export"):
+        path = export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE, opset=13, exporter="dynamo")
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 13
+    assert meta["model_agnostic.opset"] == meta["model_agnostic.opset_requested"] == "13"
+    assert meta["model_agnostic.exporter"] == "torchscript"
+    (fallback,) = json.loads(meta["model_agnostic.fallbacks"])
+    assert fallback["exporter"] == "dynamo"
+    assert "wrote opset 18 instead of the requested 13" in fallback["error"]
+    assert "trying the next one" in caplog.text
+
+
+@pytest.mark.parametrize("opset", [99, 3, "18"])
+def test_an_opset_the_exporters_cannot_write_is_refused_before_exporting(
+    tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opset: Any
+) -> None:
+    def never(*args: Any) -> None:
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(to_onnx, "_run_exporter", never)
+    with pytest.raises(ExportError, match=rf"opset {opset!r} is not supported: .* write opsets 7 to \d+"):
+        export_onnx(tiny, tmp_path / "m.onnx", EXAMPLE, opset=opset)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_model_records_what_happened_in_the_artifact(tmp_path: Path) -> None:
+    import json
+
+    from model_agnostic.export.pipeline import export_model
+    from tests.conftest import TESTS, XRAY
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\nclass = "{TESTS.as_posix()}/tiny_models.py:TinyImage"\n'
+                      f'[export]\nexample = "{XRAY.as_posix()}"\nopset = 17\n[verify]\ngenerated = 0\n')
+    artifact = export_model(config, tmp_path / "a").artifact
+    export = json.loads((artifact / "metadata.json").read_text())["export"]
+    assert export["opset"] == export["opset_written"] == 17
+    assert export["exporter"] == export["exporter_used"] == "torchscript"
+    assert export["fallbacks"] == [] and export["opset_import"]["ai.onnx"] == 17

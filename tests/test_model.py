@@ -60,7 +60,9 @@ def test_predict_batch_of_nothing_returns_empty_without_calling_backend() -> Non
 
 
 def test_predict_batch_rejects_a_single_string_with_a_hint() -> None:
-    with pytest.raises(TypeError, match="use predict"):
+    from model_agnostic import InputError
+
+    with pytest.raises(InputError, match="use predict"):
         make().predict_batch("image.jpg")
 
 

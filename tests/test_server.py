@@ -70,6 +70,29 @@ def test_model_metadata_with_and_without_version(server: BackgroundServer) -> No
     assert call_json(server, "GET", "/v2/models/tiny/versions/1")[0] == 200
     assert call_json(server, "GET", "/v2/models/tiny/ready") == (200, {"name": "tiny", "ready": True})
     assert call_json(server, "GET", "/v2/models/tiny/versions/1/ready")[1]["ready"] is True
+    assert meta["parameters"]["parity"] == "unverified"  # a config: nothing was verified
+    assert "not an exported artifact" in meta["parameters"]["parity_note"]
+
+
+def test_model_metadata_carries_the_artifacts_parity_verdict_and_waivers(
+    tmp_path: Path, write_config: Any
+) -> None:
+    pytest.importorskip("torch")
+    from model_agnostic.export.pipeline import export_model
+    from tests.conftest import XRAY
+
+    body = (f'[model]\nclass = "@TESTS@/tiny_models.py:{{cls}}"\n[export]\nexample = '
+            f'"{XRAY.as_posix()}"\n[verify]\ngenerated = 0\n')
+    passed = export_model(write_config(body.format(cls="TinyImage")), tmp_path / "passed").artifact
+    waived = export_model(write_config(body.format(cls="TinyImageNoReference"), name="w.toml"),
+                          tmp_path / "waived", allow_unverified=["preprocessing"]).artifact
+    for artifact, verdict in ((passed, "passed"), (waived, "unverified")):
+        with BackgroundServer(build_dataplane(artifact), ServerOptions(port=0)) as running:
+            status, meta = call_json(running, "GET", f"/v2/models/{artifact.name}")
+        assert status == 200 and meta["parameters"]["parity"] == verdict
+    assert meta["parameters"]["parity_stages"].startswith("preprocessing=unverified,inference=pass")
+    assert meta["parameters"]["parity_waived"].startswith(
+        "preprocessing by allow_unverified=preprocessing (Python API")
 
 
 def test_infer_json(server: BackgroundServer) -> None:

@@ -57,7 +57,29 @@ def test_upload_the_xray_and_read_the_findings(browser: Any, chexnet_onnx_config
         shown = [(row.find_element(By.CLASS_NAME, "label").text,
                   float(row.find_element(By.CLASS_NAME, "value").text)) for row in rows]
         status = browser.find_element(By.ID, "status").text
+        parity = browser.find_element(By.ID, "parity").text
+    assert parity.startswith("Parity UNVERIFIED: NOT a pass")  # a config, never verified
+    assert "not an exported artifact" in parity
     assert [name for name, _ in shown] == [f["finding"] for f in expected]
     assert [score for _, score in shown] == pytest.approx(
         [f["probability"] for f in expected], abs=6e-5)  # shown with 4 decimals
     assert "chexnet version 1" in status and "ms" in status
+
+
+def test_the_page_shows_the_parity_verdict_of_a_served_artifact(
+    browser: Any, write_config: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from model_agnostic.export.pipeline import export_model
+
+    config = write_config('[model]\nclass = "@TESTS@/tiny_models.py:TinyImage"\n'
+                          f'[export]\nexample = "{XRAY.as_posix()}"\n[verify]\ngenerated = 0\n')
+    artifact = export_model(config, tmp_path / "tiny").artifact
+    with BackgroundServer(build_dataplane(artifact), ServerOptions(port=0)) as server:
+        browser.get(server.url + "/ui")
+        WebDriverWait(browser, 60).until(
+            lambda driver: driver.find_element(By.ID, "parity").text)
+        parity = browser.find_element(By.ID, "parity")
+        assert parity.text == "Parity PASSED" and parity.get_attribute("class") == "passed"

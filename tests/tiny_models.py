@@ -38,6 +38,18 @@ class TinyNet(Model):
             array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255
         return np.repeat(array[None] * self.scale, self.rows, axis=0)
 
+    def reference_preprocessing(self, raw: Any) -> Any:
+        """The "training code": torchvision's Resize((8, 8)) with Pillow's bicubic filter."""
+        import torch
+        from torchvision import transforms as tv
+
+        if isinstance(raw, np.ndarray):
+            tensor = torch.as_tensor(raw, dtype=torch.float32)
+        else:
+            pipeline = tv.Compose([tv.Resize((8, 8), tv.InterpolationMode.BICUBIC), tv.ToTensor()])
+            tensor = pipeline(load_image(raw, mode="RGB"))
+        return (tensor[None] * self.scale).repeat(self.rows, 1, 1, 1)
+
     def process_result(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         logits = outputs["logits"].mean(axis=0)
         return {"label": int(np.argmax(logits)), "logits": logits.tolist()}
@@ -123,3 +135,42 @@ class SlowTinyNet(TinyNet):
 
         time.sleep(self.delay_s)
         return super().preprocessing(raw)
+
+
+class TinyImageNoReference(TinyImage):
+    """TinyImage as most users first write it: no reference pipeline declared."""
+
+    def reference_preprocessing(self, raw: Any) -> None:
+        return None
+
+
+class CountingTinyImage(TinyImage):
+    """TinyImage that records each network build in ``built`` (to prove work not done)."""
+
+    built: list = []  # noqa: RUF012 - shared on purpose: the test reads it
+
+    def create_model(self) -> Any:
+        CountingTinyImage.built.append(1)
+        return super().create_model()
+
+
+class Optioned(TinyImage):
+    """TinyImage whose post-processing reads options of every TOML kind, and None."""
+
+    thresholds: dict = {"a": 0.5, "b": 0.25}  # noqa: RUF012 - an option's default
+    since: Any = None
+    note: Any = None
+    groups: list = [["a", "b"], ["c"], []]  # noqa: RUF012 - an option's default
+
+    def process_result(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        ranked = super().process_result(outputs)
+        top = ranked[0]["label"]
+        return {"top": top, "threshold": self.thresholds.get(top, -1.0),
+                "since": str(self.since), "note": self.note,
+                "group": next((i for i, g in enumerate(self.groups) if top in g), -1)}
+
+
+class UnstorableOption(CountingTinyImage):
+    """An option whose value no config file can hold."""
+
+    seen: frozenset = frozenset({"a"})

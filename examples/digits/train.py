@@ -4,11 +4,13 @@ Steps, all on CPU and with no downloads:
 
 1. split ``load_digits()`` 75/25 (stratified, ``random_state=0``) and save the test
    split as ``test_split.npz`` (numpy only, so evaluation needs neither sklearn nor torch);
-2. train the CNN with fixed seeds on inputs made by the model's own ``preprocessing``
-   hook, the one the deployed model runs; save ``weights.safetensors``;
+2. train the CNN with fixed seeds on inputs made by this file's torch pipeline
+   (``training_inputs``); save ``weights.safetensors``;
 3. ``export_model``: export to ONNX, verify parity stage by stage on held-out test
-   images, and write the checksummed artifact folder ``artifact/`` (replacing the old
-   one only after the new one passed);
+   images (stage 1 compares the model's torch-free ``preprocessing`` with
+   ``reference``, this file's training pipeline, named in config.toml's
+   ``[verify] reference``), and write the checksummed artifact folder ``artifact/``
+   (replacing the old one only after the new one passed);
 4. classify the test split with PyTorch (weights reloaded from the file) and with the
    artifact on ONNX Runtime; exit 1 if any prediction differs.
 
@@ -22,9 +24,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,20 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: load_digits' pixel values run 0..16.
+SCALE = 16
+
+
+def training_inputs(images: Any) -> Any:
+    """The training pipeline (torch): uint8 images (N, 8, 8) -> float32 (N, 1, 8, 8) in [0, 1]."""
+    import torch
+
+    return torch.as_tensor(np.asarray(images), dtype=torch.float32).div(SCALE).unsqueeze(1)
+
+
+def reference(image: Any) -> Any:
+    """One raw 8x8 image through the training pipeline: ``[verify] reference`` in config.toml."""
+    return training_inputs(np.asarray(image)[None])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
 
     from model_agnostic.config import load_config, load_model
-    from model_agnostic.export.artifact import is_artifact
     from model_agnostic.export.pipeline import export_model
 
     out = args.output_dir.resolve()
@@ -98,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         model: Any = load_model(untrained, backend="pytorch")
     finally:
         logger.setLevel(level)
-    # Training inputs come from the deployed preprocessing hook itself.
-    inputs = torch.from_numpy(np.concatenate([model.preprocessing(x) for x in x_train]))
+    # Training inputs come from the training pipeline; verify checks the deployed,
+    # torch-free preprocessing hook against it (stage 1).
+    inputs = training_inputs(x_train)
     targets = torch.from_numpy(y_train.astype(np.int64))
     network = model.network.train()
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
@@ -134,29 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     # 3. export + verify + artifact ------------------------------------------------------
     trained = _with_weights(cfg, weights)
     samples = [x_test[np.flatnonzero(y_test == d)[0]] for d in range(10)]  # one of each digit
-    staging = Path(tempfile.mkdtemp(prefix=".artifact-", dir=out))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700)
-    try:
-        # The first sample is passed as the example: export_model verifies
-        # [example, *samples], so passing samples alone would check sample 0 twice.
-        result = export_model(
-            trained, staging, example=samples[0], samples=samples[1:],
-            progress=lambda m: print(f"export: {m}"),
-        )
-        print(result.report.summary())
-        if result.artifact is None:
-            print(f"parity FAILED at {result.report.first_failure}; artifact not written "
-                  f"(the previous {_show(artifact)} is untouched)", file=sys.stderr)
-            return 1
-        if artifact.exists():
-            if not (is_artifact(artifact) or not any(artifact.iterdir())):
-                print(f"error: {artifact} exists and is not an artifact; not replacing it",
-                      file=sys.stderr)
-                return 1
-            shutil.rmtree(artifact)
-        staging.rename(artifact)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # The first sample is passed as the example: export_model verifies [example, *samples],
+    # so passing samples alone would check sample 0 twice. The artifact is built and
+    # verified beside artifact/ and replaces it only if every stage passed.
+    result = export_model(trained, artifact, example=samples[0], samples=samples[1:],
+                          force=True, progress=lambda m: print(f"export: {m}"))
+    print(result.report.summary())
+    if result.artifact is None:
+        print(f"parity {result.report.verdict.upper()}; artifact not written (the previous "
+              f"{_show(artifact)} is untouched)", file=sys.stderr)
+        return 1
     size = sum(f.stat().st_size for f in artifact.iterdir() if f.is_file())
     print(f"artifact: {_show(artifact)} ({size / 1024:.1f} KiB, "
           f"{', '.join(sorted(f.name for f in artifact.iterdir()))})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -29,21 +30,39 @@ import stat
 import sys
 import tempfile
 import zipfile
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from .. import __version__
 from ..errors import ArtifactError, ExportError
 from ..model import Model
 
-__all__ = ["CHECKSUMS", "FORMAT", "is_artifact", "open_artifact", "verify_checksums", "write_artifact"]
+__all__ = [
+    "CHECKSUMS",
+    "FORMAT",
+    "encode_options",
+    "file_digests",
+    "is_artifact",
+    "open_artifact",
+    "option_values",
+    "verify_checksums",
+    "write_artifact",
+    "write_parity",
+    "write_zip",
+]
 
 log = logging.getLogger("model_agnostic.artifact")
 
 FORMAT = "model-agnostic-artifact/1"
 CHECKSUMS = "CHECKSUMS.sha256"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # always used with fullmatch
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_MEMBERS, _MAX_UNPACKED = 64, 8 * 2**30
 
 
@@ -59,8 +78,11 @@ def write_artifact(
 ) -> Path:
     """Write an artifact folder for ``model`` around an exported ``onnx_path``; returns its path.
 
-    With ``archive=True`` a ``<directory>.zip`` holding the same files is written too.
-    ``serving`` (the config's ``[serving]`` section) is carried into the artifact's config.
+    ``report`` goes to ``parity.json`` (until :func:`write_parity` replaces it, a
+    placeholder saying the artifact is not verified yet). With ``archive=True`` a
+    ``<directory>.zip`` holding the same files is written too. ``serving`` (the config's
+    ``[serving]`` section) is carried into the artifact's config. The model's options
+    are written so that they load back equal, or refused (:func:`encode_options`).
     """
     from ..backends.onnx_runtime import OnnxModel
 
@@ -74,7 +96,8 @@ def write_artifact(
         shutil.copyfile(Path(onnx_path).parent / name, out / name)
     if source is not None:
         shutil.copyfile(source, out / source.name)
-    options = _options(model)
+    options = {name: getattr(model, name) for name in sorted(model.option_names())
+               if hasattr(model, name)}
     _write_config(out / "config.toml", class_spec, options, serving or {})
     labels = getattr(model, "labels", None)
     if labels:
@@ -86,18 +109,49 @@ def write_artifact(
         "model_class": class_spec,
         "weights": str(getattr(model, "weights_source", "unknown")),
         "versions": _versions(),
-        "export": export_settings or {},
+        "export": {**(export_settings or {}), **_what_happened(out / "model.onnx")},
         "inputs": [_signature(spec) for spec in graph.inputs],
         "outputs": [_signature(spec) for spec in graph.outputs],
         "preprocessing": {"options": options, "pipeline": repr(getattr(model, "transform", None))},
         "labels": "labels.json" if labels else None,
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    (out / "parity.json").write_text(json.dumps(report or {"passed": None}, indent=2) + "\n")
-    _write_checksums(out)
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    write_parity(out, report or {"verdict": "unverified", "passed": False,
+                                 "note": "written before verification; not verified yet"})
     if archive:
-        _write_zip(out, out.with_name(out.name + ".zip"))
+        write_zip(out, out.with_name(out.name + ".zip"))
     return out
+
+
+def write_parity(folder: str | os.PathLike[str], report: dict[str, Any]) -> None:
+    """(Re)write ``parity.json`` and the checksums of every file."""
+    folder = Path(folder)
+    (folder / "parity.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    _write_checksums(folder)
+
+
+def file_digests(folder: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """SHA-256 of every regular file in ``folder`` but the checksum listing and ``skip``."""
+    folder = Path(folder)
+    return {p.name: _sha256(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name not in (CHECKSUMS, *skip)}
+
+
+def _what_happened(onnx_file: Path) -> dict[str, Any]:
+    """What the exporter did, read back from the file: exporter, real opset, fallbacks."""
+    import onnx
+
+    proto = onnx.load(str(onnx_file), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    happened: dict[str, Any] = {
+        "opset_written": next(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+        "opset_import": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+    }
+    if "model_agnostic.exporter" in props:
+        happened["exporter_used"] = props["model_agnostic.exporter"]
+        happened["fallbacks"] = json.loads(props.get("model_agnostic.fallbacks", "[]"))
+    return happened
 
 
 def is_artifact(path: str | os.PathLike[str]) -> bool:
@@ -182,21 +236,54 @@ def _hooks_source(model: Model) -> tuple[str, Path | None]:
     return f"{source.name}:{hooks.__qualname__}", source
 
 
-def _options(model: Model) -> dict[str, Any]:
-    options = {}
-    for name in sorted(model.option_names()):
-        value = getattr(model, name)
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, (str, bool, int, float, list)):
-            options[name] = value
+def option_values(hooks: type[Model], configured: dict[str, Any]) -> dict[str, Any]:
+    """The options a model built from ``hooks`` with ``configured`` overrides will hold."""
+    values = {}
+    for name in sorted(hooks.option_names()):
+        if name in configured:
+            values[name] = configured[name]
+        elif hasattr(hooks, name):
+            values[name] = getattr(hooks, name)
+    return values
+
+
+def encode_options(options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``[model.options]`` TOML lines, and the names of the options whose value is None.
+
+    TOML has no null, so a None-valued option is listed in ``[model] none_options``
+    instead (docs/export.md). Refuses, naming the option, any value that would not come
+    back equal from the artifact's config.
+    """
+    lines, nones = [], []
+    for name, value in sorted(options.items()):
+        if value is None:
+            nones.append(name)
         else:
-            log.warning("option %r of type %s is not stored in the artifact", name, type(value).__name__)
-    return options
+            lines.append(f"{_key(name)} = {_toml(value, name)}")
+    parsed = tomllib.loads("\n".join(["[options]", *lines, ""]))["options"]
+    for name, value in options.items():
+        if value is not None and not _same(parsed.get(name), value):
+            raise ExportError(
+                f"option {name!r} = {value!r:.80} would not come back equal from the "
+                f"artifact's config (it reads back as {parsed.get(name)!r:.80})"
+            )
+    return lines, nones
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with tuples and lists alike (TOML has arrays only) and types kept."""
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, list) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(b, dict):
+        return isinstance(a, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in b)
+    if isinstance(b, float) and math.isnan(b):
+        return isinstance(a, float) and math.isnan(a)
+    return type(a) is type(b) and a == b
 
 
 def _write_config(path: Path, class_spec: str, options: dict[str, Any],
                   serving: dict[str, Any]) -> None:
+    option_lines, nones = encode_options(options)
     lines = [
         "# Written by model-agnostic export; runs on ONNX Runtime without torch.",
         'backend = "onnxruntime"',
@@ -204,20 +291,53 @@ def _write_config(path: Path, class_spec: str, options: dict[str, Any],
         "[model]",
         f"class = {json.dumps(class_spec)}",
     ]
-    if options:
-        lines += ["", "[model.options]"] + [f"{k} = {_toml(v)}" for k, v in options.items()]
+    if nones:
+        lines.append(f"none_options = {_toml(nones, 'none_options')}  # options set to None")
+    if option_lines:
+        lines += ["", "[model.options]", *option_lines]
     lines += ["", "[onnxruntime]", 'path = "model.onnx"']
     if serving:
-        lines += ["", "[serving]"] + [f"{k} = {_toml(v)}" for k, v in serving.items()]
+        lines += ["", "[serving]"] + [f"{k} = {_toml(v, k)}" for k, v in serving.items()]
     path.write_text("\n".join([*lines, ""]))
 
 
-def _toml(value: Any) -> str:
+def _key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def _toml(value: Any, where: str) -> str:
+    """One value as TOML: strings, booleans, integers, floats (nan, inf), dates and
+    times, arrays and inline tables; anything else is refused, naming ``where``."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return json.dumps(value)
-    return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str) and _utf8(value):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (datetime, date)) or (isinstance(value, time) and value.tzinfo is None):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v, f"{where}[{i}]") for i, v in enumerate(value)) + "]"
+    if isinstance(value, dict) and all(isinstance(k, str) and _utf8(k) for k in value):
+        return "{" + ", ".join(f"{_key(k)} = {_toml(v, f'{where}.{k}')}"
+                               for k, v in value.items()) + "}"
+    raise ExportError(
+        f"option {where!r} = {value!r:.60} ({type(value).__name__}) cannot be stored in the "
+        "artifact's config.toml: use a string, boolean, 64-bit integer, float, date or time, "
+        "a list, a table with string keys, or None (top level only)"
+    )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _signature(spec: Any) -> dict[str, Any]:
@@ -247,11 +367,16 @@ def _write_checksums(folder: Path) -> None:
     (folder / CHECKSUMS).write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
 
 
-def _write_zip(folder: Path, target: Path) -> None:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+def write_zip(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Zip the artifact ``folder`` into ``target`` (written beside it, then renamed)."""
+    folder, target = Path(folder), Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(folder.iterdir()):
             if file.is_file():
                 archive.write(file, file.name)
+    os.replace(partial, target)
+    return target
 
 
 def _unpack(archive_path: Path) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ConfigError, ModelAgnosticError, ServingError
+from ..export.report import parity_parameters
 from ..images import DEFAULT_MAX_PIXELS
 from ..model import Arrays, Model
 from ..tensors import TensorSpec
@@ -263,8 +264,10 @@ class DataPlane:
         with self.repository.acquire(name, version) as served:
             inputs, outputs = signature(served.model)
             versions = [version] if version else self.repository.ready_versions(name)
-            return Response.json(protocol.model_metadata(
-                name, versions, _platform(served.model), inputs, outputs))
+            document = protocol.model_metadata(
+                name, versions, _platform(served.model), inputs, outputs)
+            document["parameters"] = parity_parameters(served.model.artifact_parity)
+            return Response.json(document)
 
     def model_ready(self, request: Request, name: str, version: str | None) -> Response:
         try:

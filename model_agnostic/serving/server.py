@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .._deps import require
-from ..config import load_config, load_model
+from ..config import load_model, resolve
 from ..errors import ConfigError
 from .batching import Batcher
 from .dataplane import DataPlane, Limits, Request, Response, signature
@@ -137,7 +137,7 @@ def build_dataplane(target: str | os.PathLike[str], *, backend: str | None = Non
                                      make_runner=runners(stats))
     else:
         repository = ModelRepository(make_runner=runners(stats))
-        config = _config_of(path)
+        config = resolve(path)
         model = load_model(config, backend=backend)
         serving = config.serving
         name = str(serving.pop("name", None) or _default_name(path))
@@ -159,12 +159,6 @@ def _is_repository(path: Path) -> bool:
     if not path.is_dir() or is_artifact(path) or (path / "config.toml").is_file():
         return False
     return True
-
-
-def _config_of(path: Path) -> Any:
-    from ..export.artifact import is_artifact, open_artifact
-
-    return load_config(open_artifact(path) if is_artifact(path) else path)
 
 
 def _default_name(path: Path) -> str:

@@ -3,6 +3,7 @@ that keep names and links inside the repository."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -96,6 +97,8 @@ def load_version(folder: Path) -> tuple[Model, dict[str, Any]]:
         config = open_artifact(zips[0])
     _forget_modules(config.parent)
     cfg = load_config(config)
+    if (config.parent / CHECKSUMS).is_file():  # an artifact, its checksums verified above
+        cfg = dataclasses.replace(cfg, artifact=config.parent)
     return load_model(cfg), cfg.serving
 
 
