@@ -36,11 +36,13 @@ def view(dataplane: DataPlane) -> Any:
             try:
                 body = request.body
             except exceptions.RequestDataTooBig:
-                answer = Response.error("request body is over Django's "
-                                        "DATA_UPLOAD_MAX_MEMORY_SIZE", 413)
+                answer = Response.error(
+                    "request body is over Django's DATA_UPLOAD_MAX_MEMORY_SIZE", 413
+                )
             else:
                 answer = dataplane.handle(
-                    Request(request.method, "/" + path, body, dict(request.headers)))
+                    Request(request.method, "/" + path, body, dict(request.headers))
+                )
         response = http.HttpResponse(answer.body, status=answer.status)
         for key, value in answer.headers.items():
             response[key] = value

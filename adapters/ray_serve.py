@@ -33,16 +33,16 @@ import numpy as np
 from .._deps import require
 from ..config import SCHEMA
 from ..errors import ConfigError, InferenceError, ServingError
-from ..serving.batching import NullObserver, _describe, run_merged
+from ..serving.batching import (
+    DEFAULTS,
+    NullObserver,
+    batch_options,
+    request_key,
+    run_merged,
+)
 from ..serving.dataplane import DataPlane, Request, Response
 from ..serving.repository import ModelRepository, ServedVersion
-from ..serving.server import (
-    BATCHING_DEFAULTS,
-    ServerOptions,
-    _batch_limit,
-    build_dataplane,
-    until_stopped,
-)
+from ..serving.server import ServerOptions, build_dataplane, until_stopped
 
 if TYPE_CHECKING:
     from ray.serve import Application
@@ -54,9 +54,13 @@ Outcome = Arrays | BaseException
 #: The header naming the replica that answered (Ray's replica id).
 REPLICA_HEADER = "X-Replica"
 #: Keys of a config's ``[ray]`` section and the :func:`deployment` argument each sets.
-RAY_KEYS = {"num_replicas": "num_replicas", "max_ongoing_requests": "max_ongoing_requests",
-            "max_queued_requests": "max_queued_requests", "num_cpus": "ray_actor_options",
-            "autoscaling": "autoscaling_config"}
+RAY_KEYS = {
+    "num_replicas": "num_replicas",
+    "max_ongoing_requests": "max_ongoing_requests",
+    "max_queued_requests": "max_queued_requests",
+    "num_cpus": "ray_actor_options",
+    "autoscaling": "autoscaling_config",
+}
 
 
 # --------------------------------------------------------------------------- batching
@@ -89,8 +93,10 @@ def run_items(items: list[_Item], dataplane: DataPlane) -> list[Outcome]:
         for chunk in _chunks(indices, items):
             for index, outcome in zip(chunk, _run_chunk([items[i] for i in chunk], dataplane)):
                 outcomes[index] = outcome
-    return [outcome if outcome is not None else InferenceError("request was not run")
-            for outcome in outcomes]
+    return [
+        outcome if outcome is not None else InferenceError("request was not run")
+        for outcome in outcomes
+    ]
 
 
 def _chunks(indices: list[int], items: list[_Item]) -> list[list[int]]:
@@ -114,8 +120,9 @@ def _run_chunk(chunk: list[_Item], dataplane: DataPlane) -> list[Outcome]:
     started = time.monotonic()
     for item in chunk:
         observer.queue_wait(started - item.arrival)
-    return run_merged(served.model.infer, served.name,
-                      [(item.inputs, item.rows) for item in chunk], observer)
+    return run_merged(
+        served.model.infer, served.name, [(item.inputs, item.rows) for item in chunk], observer
+    )
 
 
 class _RayRunner:
@@ -126,9 +133,16 @@ class _RayRunner:
         self.served, self.limit, self.core = served, limit, core
 
     def infer(self, inputs: Mapping[str, np.ndarray], timeout: float | None = None) -> Arrays:
-        rows, key = _describe(inputs)
-        item = _Item(self.served, dict(inputs), rows, key, self.limit,
-                     min(rows, self.core.batch_size), time.monotonic())
+        rows, key = request_key(inputs)
+        item = _Item(
+            self.served,
+            dict(inputs),
+            rows,
+            key,
+            self.limit,
+            min(rows, self.core.batch_size),
+            time.monotonic(),
+        )
         loop = self.core.loop
         if loop is None:  # a request has always set it before the data plane runs
             raise ServingError("the replica has not started its event loop yet", 503)
@@ -137,8 +151,11 @@ class _RayRunner:
             outcome: Outcome = future.result(timeout)
         except FutureTimeoutError:
             future.cancel()
-            raise ServingError(f"model {self.served.name!r} did not answer within {timeout} s;"
-                               " retry later or raise [server] infer_timeout_s", 503) from None
+            raise ServingError(
+                f"model {self.served.name!r} did not answer within {timeout} s;"
+                " retry later or raise [server] infer_timeout_s",
+                503,
+            ) from None
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -152,12 +169,19 @@ class _Core:
     """What one replica does, apart from Ray's decorators: build the data plane (batching
     through :class:`_RayRunner`), answer Starlette requests on a thread pool."""
 
-    def __init__(self, target: str, backend: str | None, options: ServerOptions,
-                 batching: tuple[int | None, float | None], threads: int) -> None:
+    def __init__(
+        self,
+        target: str,
+        backend: str | None,
+        options: ServerOptions,
+        batching: tuple[int | None, float | None],
+        threads: int,
+    ) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.submit: Callable[[_Item], Coroutine[Any, Any, Outcome]] = _unbound
-        self.dataplane = build_dataplane(target, backend=backend, options=options,
-                                         runners=lambda metrics: self._runner)
+        self.dataplane = build_dataplane(
+            target, backend=backend, options=options, runners=lambda metrics: self._runner
+        )
         repository = self.dataplane.repository
         repository.start()
         self.batch_size, self.wait_s = _batch_settings(repository, *batching)
@@ -165,13 +189,10 @@ class _Core:
         self._infer = ThreadPoolExecutor(1, thread_name_prefix="model_agnostic-ray-infer")
 
     def _runner(self, served: ServedVersion) -> _RayRunner | None:
-        options = {**BATCHING_DEFAULTS, **served.options}
+        options = batch_options(served.options, served.model, served.name)
         if not options["batching"]:
             return None
-        limit = min(int(options["max_batch_size"]), _batch_limit(served) or 1 << 62)
-        if limit < 1:
-            raise ConfigError(f"model {served.name!r}: [serving] max_batch_size must be >= 1")
-        return _RayRunner(served, limit, self)
+        return _RayRunner(served, int(options["max_batch_size"]), self)
 
     async def run_batch(self, items: list[_Item]) -> list[Outcome]:
         """The body of the replica's ``@serve.batch`` method: the model runs on one thread,
@@ -189,7 +210,7 @@ class _Core:
         scope = request.scope
         path, root = scope.get("path", "/"), scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
+            path = path[len(root) :] or "/"
         plain = Request(request.method, path, body, dict(request.headers))
         return await self.loop.run_in_executor(self._handle, self.dataplane.handle, plain)
 
@@ -203,8 +224,9 @@ async def _unbound(item: _Item) -> Outcome:
     raise ServingError("the replica's batch method is not bound yet", 503)
 
 
-def _batch_settings(repository: ModelRepository, size: int | None,
-                    wait_s: float | None) -> tuple[int, float]:
+def _batch_settings(
+    repository: ModelRepository, size: int | None, wait_s: float | None
+) -> tuple[int, float]:
     """Ray's batch size and wait: the arguments, else the served models' [serving]."""
     sizes, delays = [], []
     for name in repository.names():
@@ -213,11 +235,14 @@ def _batch_settings(repository: ModelRepository, size: int | None,
                 runner = served.runner
                 if isinstance(runner, _RayRunner):
                     sizes.append(runner.limit)
-                options = {**BATCHING_DEFAULTS, **served.options}
+                options = {**DEFAULTS, **served.options}
                 delays.append(float(options["max_queue_delay_ms"]) / 1000)
-    size = size or max(sizes, default=int(BATCHING_DEFAULTS["max_batch_size"]))
-    wait = wait_s if wait_s is not None else \
-        min(delays, default=float(BATCHING_DEFAULTS["max_queue_delay_ms"]) / 1000)
+    size = size or max(sizes, default=int(DEFAULTS["max_batch_size"]))
+    wait = (
+        wait_s
+        if wait_s is not None
+        else min(delays, default=float(DEFAULTS["max_queue_delay_ms"]) / 1000)
+    )
     return size, wait
 
 
@@ -226,8 +251,14 @@ def _replica_class(serve: Any) -> type:
     starlette = require("starlette.responses", "The Ray Serve adapter")
 
     class ModelAgnosticReplica:
-        def __init__(self, target: str, backend: str | None, options: ServerOptions,
-                     batching: tuple[int | None, float | None], threads: int) -> None:
+        def __init__(
+            self,
+            target: str,
+            backend: str | None,
+            options: ServerOptions,
+            batching: tuple[int | None, float | None],
+            threads: int,
+        ) -> None:
             self.core = _Core(target, backend, options, batching, threads)
             self.core.submit = self.batched
             self.batched.set_max_batch_size(self.core.batch_size)
@@ -296,14 +327,18 @@ def deployment(
     if max_batch_size is not None:
         _check_positive("max_batch_size", max_batch_size)
     if batch_wait_timeout_s is not None and not batch_wait_timeout_s >= 0:
-        raise ConfigError(f"batch_wait_timeout_s must be >= 0 seconds, got "
-                          f"{batch_wait_timeout_s!r}")
+        raise ConfigError(
+            f"batch_wait_timeout_s must be >= 0 seconds, got {batch_wait_timeout_s!r}"
+        )
     path = Path(target).resolve()
     if not path.exists():
         raise ConfigError(f"{target}: no such config, artifact or model repository")
-    settings: dict[str, Any] = {**(deployment_options or {}), "name": name,
-                                "max_ongoing_requests": max_ongoing_requests,
-                                "max_queued_requests": max_queued_requests}
+    settings: dict[str, Any] = {
+        **(deployment_options or {}),
+        "name": name,
+        "max_ongoing_requests": max_ongoing_requests,
+        "max_queued_requests": max_queued_requests,
+    }
     if autoscaling_config is not None:
         settings["autoscaling_config"] = dict(autoscaling_config)
     else:
@@ -311,8 +346,13 @@ def deployment(
     if ray_actor_options is not None:
         settings["ray_actor_options"] = dict(ray_actor_options)
     replica = serve.deployment(**settings)(_replica_class(serve))
-    return replica.bind(str(path), backend, options or ServerOptions(),
-                        (max_batch_size, batch_wait_timeout_s), max_ongoing_requests)
+    return replica.bind(
+        str(path),
+        backend,
+        options or ServerOptions(),
+        (max_batch_size, batch_wait_timeout_s),
+        max_ongoing_requests,
+    )
 
 
 def settings_from_config(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -321,8 +361,9 @@ def settings_from_config(section: Mapping[str, Any]) -> dict[str, Any]:
     (per replica) and ``[ray.autoscaling]`` (Ray's autoscaling_config, passed through)."""
     unknown = sorted(set(section) - SCHEMA["ray"].keys())
     if unknown:
-        raise ConfigError(f"[ray] has unknown keys {unknown}; expected some of "
-                          f"{sorted(SCHEMA['ray'])}")
+        raise ConfigError(
+            f"[ray] has unknown keys {unknown}; expected some of {sorted(SCHEMA['ray'])}"
+        )
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
         if key == "num_cpus":
@@ -365,15 +406,20 @@ def serve_on_ray(
             f"could not join the Ray cluster at {address!r}: {str(exc).splitlines()[0]}. "
             "Check the address (the head's GCS port, 'auto', or 'ray://head:10001'); a "
             "cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
-            "(~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+            "(~/.ray/auth_token or RAY_AUTH_TOKEN)"
+        ) from None
     # after ray.init: Ray's core worker installs a crash handler for SIGTERM that aborts
     with until_stopped() as wait:
         try:
             serve.start(http_options={"host": host, "port": port})
             serve.run(app, name=app_name, route_prefix=route_prefix)
             url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
-            print(f"serving {target} on {url} with Ray Serve (Open Inference Protocol v2, "
-                  "/ui, /metrics); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+            print(
+                f"serving {target} on {url} with Ray Serve (Open Inference Protocol v2, "
+                "/ui, /metrics); Ctrl-C or SIGTERM stops",
+                file=sys.stderr,
+                flush=True,
+            )
             wait()
         finally:
             serve.delete(app_name)
@@ -392,8 +438,9 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((found.group(1), int(found.group(2))), timeout_s).close()
     except OSError as exc:
-        raise ConnectionError(f"nothing answers at {found.group(1)}:{found.group(2)} "
-                              f"({exc})") from None
+        raise ConnectionError(
+            f"nothing answers at {found.group(1)}:{found.group(2)} ({exc})"
+        ) from None
 
 
 def _check_positive(label: str, value: object) -> None:

@@ -4,6 +4,8 @@
 2. ONNX Runtime vs PyTorch eager at batch 1, same thread count.
 3. Peak RSS of a fresh process predicting one X-ray: ONNX Runtime path vs PyTorch path.
 
+Every timing sample, the medians, ratios and targets go to bench/results/backends.json.
+
 Usage: python bench/backends.py [--threads N] [--repeats N]
 """
 
@@ -15,8 +17,15 @@ import subprocess
 import sys
 
 import numpy as np
-
-from common import CHEXNET_CONFIG, RESULTS, XRAY, interleaved, machine
+from common import (
+    CHEXNET_CONFIG,
+    RESULTS,
+    XRAY,
+    interleaved_samples,
+    machine,
+    medians,
+    write_result,
+)
 
 # VmHWM, not ru_maxrss: ru_maxrss survives exec and would report this (big) parent's peak.
 PEAK_RSS = """
@@ -72,26 +81,39 @@ def main() -> None:
     )
     bare = model.session  # the very same InferenceSession, called directly
 
+    result: dict[str, object] = {
+        "threads": args.threads, "repeats": args.repeats, "warmup": 3,
+        "targets": {"infer_over_bare": "<= 1.03", "pytorch_over_onnxruntime": ">= 2",
+                    "rss_onnxruntime_over_pytorch": "<= 0.33"}}
     print(f"Machine: {machine()}; {args.threads} threads for both runtimes\n")
     print("| measurement | batch | ours (ms) | reference (ms) | ratio | target |")
     print("|---|---|---|---|---|---|")
     crops = model.preprocessing(XRAY)
+    infer_vs_bare = {}
     for batch in (1, 8):
         array = np.ascontiguousarray(crops[:batch])
-        t = interleaved({
-            "ours": lambda: model.infer({"image": array}),
-            "bare": lambda: bare.run(None, {"image": array}),
+        samples = interleaved_samples({
+            "ours": lambda array=array: model.infer({"image": array}),
+            "bare": lambda array=array: bare.run(None, {"image": array}),
         }, args.repeats)
+        t = medians(samples)
+        infer_vs_bare[str(batch)] = {"samples_s": samples, "median_s": t,
+                                     "ratio": t["ours"] / t["bare"]}
         print(f"| OnnxModel.infer vs bare InferenceSession.run | {batch} | {t['ours']*1e3:.2f} | "
               f"{t['bare']*1e3:.2f} | {t['ours']/t['bare']:.3f} | <= 1.03 |")
+    result["infer_vs_bare"] = infer_vs_bare
     overhead = _overhead_us(model, bare, crops[:1], args.repeats * 20)
+    result["infer_overhead"] = {"mean_us": overhead, "calls": args.repeats * 20, "batch": 1}
     print(f"| OnnxModel.infer overhead per call (checks + dict), same session | 1 | "
           f"{overhead:.1f} µs | | | |")
     one = np.ascontiguousarray(crops[:1])
-    t = interleaved({
+    samples = interleaved_samples({
         "onnxruntime": lambda: model.infer({"image": one}),
         "pytorch": lambda: pytorch_model.infer({"image": one}),
     }, args.repeats)
+    t = medians(samples)
+    result["onnxruntime_vs_pytorch"] = {"batch": 1, "samples_s": samples, "median_s": t,
+                                        "pytorch_over_onnxruntime": t["pytorch"] / t["onnxruntime"]}
     print(f"| ONNX Runtime vs PyTorch eager (DenseNet-121) | 1 | {t['onnxruntime']*1e3:.2f} | "
           f"{t['pytorch']*1e3:.2f} | {t['pytorch']/t['onnxruntime']:.2f}x faster | >= 2x |")
 
@@ -110,6 +132,8 @@ def main() -> None:
           f"{rss['onnxruntime']['maxrss_mib']:.0f} MiB | {rss['pytorch']['maxrss_mib']:.0f} MiB | "
           f"{ratio:.2f} | <= 0.33 |")
     print(f"\ntorch imported on the ONNX Runtime path: {rss['onnxruntime']['torch_imported']}")
+    result["peak_rss"] = {**rss, "crops": len(crops), "onnxruntime_over_pytorch": ratio}
+    write_result("backends", result)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Compares the torch-free artifact on ONNX Runtime with the PyTorch path (config,
 random weights), interleaved, several runs each, median wall time of the whole
 process (interpreter start, imports, model load, first predict). Exports the
-artifact first if it is missing.
+artifact first if it is missing. Every run's time, the medians and the ratio go to
+bench/results/cold_start.json.
 
 Usage: python bench/cold_start.py [--repeats N]
 """
@@ -15,8 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from common import CHEXNET_CONFIG, ROOT, XRAY, machine
+from common import CHEXNET_CONFIG, ROOT, XRAY, machine, write_result
 
 ARTIFACT = CHEXNET_CONFIG.parent / "artifacts" / "chexnet"
 PREDICT = (
@@ -54,6 +56,13 @@ def main() -> None:
     for name in paths:
         print(f"| {name} | {statistics.median(times[name]):.2f} | {', '.join(f'{t:.2f}' for t in times[name])} |")
     print(f"\nratio ONNX Runtime / PyTorch: {onnx / torch:.3f} (target <= 0.2)")
+    write_result("cold_start", {
+        "repeats": args.repeats,
+        "paths": {backend: {"label": name, "source": str(Path(source).relative_to(ROOT)),
+                            "samples_s": times[name], "median_s": statistics.median(times[name])}
+                  for name, (source, backend) in paths.items()},
+        "onnxruntime_over_pytorch": onnx / torch,
+        "target": {"onnxruntime_over_pytorch": "<= 0.2", "met": onnx / torch <= 0.2}})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ The defaults give 104 000 requests across the API and the decoders (117 000 inpu
 about 10 minutes on 2 cores). Counted per target: inputs generated; errors (a 5xx answer,
 an exception other than the documented one, or no answer at all); other violations (an
 error that is not JSON ``{"error": ...}``, a wrong answer to a valid request); distinct
-problems, the first example of each kept. The server must still be live at the end. Writes bench/results/fuzz.md.
+problems, the first example of each kept. The server must still be live at the end.
+Writes bench/results/fuzz.json (per target: inputs, seconds, errors, violations, each
+distinct problem with its count and first example; the server's RSS, liveness, exit code).
 
 Usage: python bench/fuzz.py [--scale 1.0] [--seed 0] [--only TARGET ...]
 """
@@ -53,10 +55,10 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from common import machine, write_result  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from common import RESULTS, machine  # noqa: E402
 from tests import fuzz_inputs as inputs  # noqa: E402
 from tests import fuzz_openapi as openapi  # noqa: E402
 from tests.fuzz_requests import (  # noqa: E402
@@ -68,6 +70,7 @@ from tests.fuzz_requests import (  # noqa: E402
     route_cases,
 )
 from tests.serving_fixtures import write_tiny_model  # noqa: E402
+
 
 @dataclass
 class Tally:
@@ -154,7 +157,7 @@ def _sent(client: Client, case: HttpCase) -> str | None:
 def _sent_by_schemathesis(case: Any, url: str, session: Any) -> str | None:
     try:
         return problem(*openapi.call(case, url, session))
-    except Exception as error:  # noqa: BLE001 - requests' errors: no answer
+    except Exception as error:  # requests' errors: no answer
         return f"no answer: {type(error).__name__}: {str(error)[:200]}"
 
 
@@ -241,7 +244,7 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
     parser.add_argument("--only", nargs="*", help="run only these targets")
-    parser.add_argument("--output", type=Path, default=RESULTS / "fuzz.md")
+    parser.add_argument("--output", type=Path, help="also write the markdown report here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # stop the server too
     started = time.perf_counter()
@@ -273,8 +276,24 @@ def main() -> int:
     print(text)
     if code != 0:
         print("server log (tail):\n" + log_tail)
-    args.output.write_text(text, encoding="utf-8")
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
     failed = not live or code != 0 or any(t.errors for t in tallies)
+    write_result("fuzz", {
+        "seed": args.seed, "scale": args.scale, "only": args.only,
+        "seconds": time.perf_counter() - started,
+        "server": {"live_at_end": live, "rss_start_mib": rss[0], "rss_end_mib": rss[-1],
+                   "exit_code_after_sigterm": code},
+        "targets": [{"name": t.name, "inputs": t.examples, "seconds": t.seconds,
+                     "errors": t.errors, "violations": t.violations,
+                     "problems": [{"kind": key, "count": count, "first": t.first[key]}
+                                  for key, count in t.problems.most_common()]}
+                    for t in tallies],
+        "totals": {"inputs": sum(t.examples for t in tallies),
+                   "errors": sum(t.errors for t in tallies),
+                   "violations": sum(t.violations for t in tallies),
+                   "http_inputs": sum(t.examples for t in tallies if t.name.startswith("api-"))},
+        "passed": not failed})
     return 1 if failed else 0
 
 

@@ -2,7 +2,8 @@
 
 Creates fresh virtual environments in a temporary folder, installs the project
 (non-editable) with pip, and reports the size of each venv, of an empty venv,
-and of the largest packages.
+and of the largest packages. Every venv's size and the size of every folder in its
+site-packages go to bench/results/install_size.json.
 
 Usage: python bench/install_size.py [--keep DIR]
 """
@@ -15,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, machine
+from common import ROOT, machine, write_result
 
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 
@@ -31,9 +32,14 @@ def venv(folder: Path, *packages: str) -> Path:
     return folder
 
 
-def largest(folder: Path, count: int = 6) -> str:
+def packages(folder: Path) -> dict[str, float]:
+    """MiB of every folder in the venv's site-packages."""
     site = next(folder.glob("lib/python*/site-packages"))
-    sizes = sorted(((size_mib(p), p.name) for p in site.iterdir() if p.is_dir()), reverse=True)
+    return {p.name: size_mib(p) for p in site.iterdir() if p.is_dir()}
+
+
+def largest(folder: Path, count: int = 6) -> str:
+    sizes = sorted(((mib, name) for name, mib in packages(folder).items()), reverse=True)
     return ", ".join(f"{name} {mib:.0f}" for mib, name in sizes[:count])
 
 
@@ -50,10 +56,17 @@ def main() -> None:
         print("| venv | size (MiB) | over an empty venv (MiB) | largest packages (MiB) |")
         print("|---|---|---|---|")
         baseline = size_mib(empty)
-        for name, folder in (("empty (pip, setuptools)", empty), ("core: numpy, Pillow, onnxruntime, onnx", core),
-                             ("core + [torch] extra", torch)):
+        venvs = {}
+        for key, name, folder in (("empty", "empty (pip, setuptools)", empty),
+                                  ("core", "core: numpy, Pillow, onnxruntime, onnx", core),
+                                  ("torch", "core + [torch] extra", torch)):
             total = size_mib(folder)
             print(f"| {name} | {total:.0f} | {total - baseline:.0f} | {largest(folder)} |")
+            venvs[key] = {"label": name, "size_mib": total, "over_empty_mib": total - baseline,
+                          "packages_mib": packages(folder)}
+    write_result("install_size", {
+        "torch_pins": TORCH_PINS, "venvs": venvs,
+        "target": {"core_size": "<= 150 MB", "met": venvs["core"]["size_mib"] * 2**20 <= 150e6}})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ e. hot swap under load: a repository ``models/tiny/<version>/`` polled every 0.1
    request fails and every answer matches the version it names.
 
 ``tests/test_load_faults.py`` runs the same scenarios, smaller, and asserts the same
-properties; this file holds the one copy of the code.
+properties; this file holds the one copy of the code. Results, with every latency of the
+sustained and burst runs and the pass/fail of each property, go to bench/results/load.json.
 
 The client is not the bottleneck: on a 2-core machine at ~1,000 req/s the client threads
 use ~0.3 of a core and the server ~1.3 (the table reports both). tritonclient's
@@ -63,7 +64,7 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from common import RESULTS, machine  # noqa: E402
+from common import machine, write_result  # noqa: E402
 
 from model_agnostic import ModelAgnosticError  # noqa: E402
 from tests.serving_fixtures import WEIGHTS, write_tiny_model  # noqa: E402
@@ -258,7 +259,7 @@ class Case:
 def make_cases(model: str, input_name: str, arrays: list[np.ndarray],
                expected: list[np.ndarray]) -> list[Case]:
     """Requests for ``arrays``, alternately JSON and binary tensors (binary answers)."""
-    from model_agnostic.serving.protocol import encode_infer_request
+    from model_agnostic.protocol import encode_infer_request
 
     cases = []
     for index, (array, answer) in enumerate(zip(arrays, expected, strict=True)):
@@ -302,7 +303,7 @@ def check(case: Case, status: int, header_length: str | None, body: bytes,
         return f"status {status}: {body[:200]!r}", None
     try:
         if case.binary:
-            from model_agnostic.serving.protocol import decode_infer_response
+            from model_agnostic.protocol import decode_infer_response
 
             outputs, meta = decode_infer_response(body, header_length)
             got, version = next(iter(outputs.values())), meta["model_version"]
@@ -418,8 +419,9 @@ def one_request_ok(port: int, case: Case) -> bool:
 
 # ---------------------------------------------------------------------- the scenarios
 def sustained(server: ServerProcess, cases: list[Case], requests: int, concurrency: int,
-              warmup: int) -> dict[str, Any]:
-    """Scenario a: the measured run after a warm-up, with the server's footprint."""
+              warmup: int, keep_samples: bool = False) -> dict[str, Any]:
+    """Scenario a: the measured run after a warm-up, with the server's footprint (and, with
+    ``keep_samples``, every request's latency in ms)."""
     start = server.snapshot()
     warm = run_load(server.port, cases, warmup, concurrency)
     before = server.snapshot()
@@ -434,11 +436,18 @@ def sustained(server: ServerProcess, cases: list[Case], requests: int, concurren
             "rss_growth_pct": 100 * (after.rss_kib - before.rss_kib) / before.rss_kib,
             "threads": (before.threads, after.threads), "fds": (before.fds, after.fds),
             "server_cpu_per_s": (after.cpu_s - before.cpu_s) / run.seconds,
-            "client_cpu_per_s": run.client_cpu_s / run.seconds}
+            "client_cpu_per_s": run.client_cpu_s / run.seconds,
+            **({"latencies_ms": _ms(run)} if keep_samples else {})}
 
 
-def burst(server: ServerProcess, cases: list[Case], size: int) -> dict[str, Any]:
-    """Scenario b: ``size`` requests released at once on new connections."""
+def _ms(result: LoadResult) -> list[float]:
+    return [round(seconds * 1e3, 3) for _, seconds in result.samples]
+
+
+def burst(server: ServerProcess, cases: list[Case], size: int,
+          keep_samples: bool = False) -> dict[str, Any]:
+    """Scenario b: ``size`` requests released at once on new connections (with
+    ``keep_samples``, every request's status and latency in ms)."""
     gate = threading.Barrier(size)
     result = LoadResult()
 
@@ -472,7 +481,9 @@ def burst(server: ServerProcess, cases: list[Case], size: int) -> dict[str, Any]
             "p50_503_ms": result.percentile_ms(50, 503),
             "p99_503_ms": result.percentile_ms(99, 503),
             "max_200_ms": result.percentile_ms(100, 200),
-            "after_ok": one_request_ok(server.port, cases[0])}
+            "after_ok": one_request_ok(server.port, cases[0]),
+            **({"samples": {"status": [status for status, _ in result.samples],
+                            "ms": _ms(result)}} if keep_samples else {})}
 
 
 def disconnects(server: ServerProcess, case: Case, rounds: int, warm: int = 200
@@ -747,13 +758,13 @@ def main() -> int:
         with ServerProcess(DIGITS) as server:
             cases = digits_cases()
             results["sustained"] = sustained(server, cases, args.requests, args.concurrency,
-                                             args.warmup)
+                                             args.warmup, keep_samples=True)
             results["disconnects"] = disconnects(server, cases[1], args.disconnects)
         slow = write_slow_model(work / "slow", 'name = "slow"\nmax_batch_size = 4\n'
                                 'max_queue_size = 8\nmax_queue_delay_ms = 0.0')
         with ServerProcess(slow) as server:
             slow_cases = tiny_cases("slow", seed=2)
-            results["burst"] = burst(server, slow_cases, args.burst)
+            results["burst"] = burst(server, slow_cases, args.burst, keep_samples=True)
             # clients leaving while their request waits in the queue or runs
             results["disconnects_slow"] = disconnects(server, slow_cases[1], 24, warm=4)
         drained = write_slow_model(work / "drain", 'name = "slow"\nmax_batch_size = 1\n'
@@ -767,9 +778,11 @@ def main() -> int:
     text += "\n" + "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name}"
                              for name, ok in checks.items()) + "\n"
     print(text)
-    print(json.dumps(results, indent=1, default=str), file=sys.stderr)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.md").write_text(text)
+    brief = {name: {k: v for k, v in r.items() if k not in ("latencies_ms", "samples")}
+             for name, r in results.items()}
+    print(json.dumps(brief, indent=1, default=str), file=sys.stderr)
+    write_result("load", {"settings": vars(args), "seconds": elapsed, "scenarios": results,
+                          "checks": checks})
     return 0 if all(checks.values()) else 1
 
 

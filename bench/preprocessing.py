@@ -8,8 +8,9 @@ plus the resize alone, the step every variant starts with: PIL's ``Image.resize`
 torchvision calls) and ours (``functional.resize``: the same pixels, computed in bands on
 MODEL_AGNOSTIC_RESIZE_THREADS threads, see docs/transforms.md).
 
-The input is the sample X-ray (1024x1024), opened and converted to RGB once, outside the
+The input is the sample X-ray (512x512 grayscale), opened and converted to RGB once, outside the
 timed region. Calls are interleaved round-robin; each figure is the median of --repeats.
+Every sample, the medians, ratios and the target go to bench/results/preprocessing.json.
 
 Usage: python bench/preprocessing.py [--threads N] [--resize-threads N] [--repeats N] [--warmup N]
 """
@@ -23,7 +24,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from common import XRAY, interleaved, machine
+from common import XRAY, interleaved_samples, machine, medians, write_result
 from PIL import Image
 
 from model_agnostic import transforms as M
@@ -84,13 +85,15 @@ def main() -> None:
     # one-threaded PIL resize, which they cannot slow down, runs next; every threaded variant
     # then runs later, as it would in a process without torch.
     run_order = [*list(runs)[:1], pil_name, *list(runs)[1:], ours_name]
-    times = interleaved({name: fns[name] for name in run_order}, repeats=args.repeats,
-                        warmup=args.warmup)
-    report(image, runs, {name: times[name] for name in fns}, args, (pil_name, ours_name))
+    samples = interleaved_samples({name: fns[name] for name in run_order}, repeats=args.repeats,
+                                  warmup=args.warmup)
+    report(image, runs, {name: samples[name] for name in fns}, args, (pil_name, ours_name))
 
 
 def report(image: Image.Image, runs: dict[str, Callable[[Image.Image], Any]],
-           times: dict[str, float], args: argparse.Namespace, resize_names: tuple[str, str]) -> None:
+           samples: dict[str, list[float]], args: argparse.Namespace,
+           resize_names: tuple[str, str]) -> None:
+    times = medians(samples)
     outputs = {name: np.asarray(f(image)) for name, f in runs.items()}
     reference_name = next(iter(runs))
     reference, base = outputs[reference_name], times[reference_name]
@@ -104,16 +107,32 @@ def report(image: Image.Image, runs: dict[str, Callable[[Image.Image], Any]],
           f"resize: {f'{len(plan[1]) - 1} bands of {plan[0]}' if plan else 'one call'}\n")
     print("| pipeline | median (ms) | ratio to (a) | max abs diff vs (a) |")
     print("|---|---|---|---|")
+    rows = []
     for name, seconds in times.items():
-        diff = f"{np.abs(outputs[name] - reference).max():.1e}" if name in outputs else (
+        max_abs = float(np.abs(outputs[name] - reference).max()) if name in outputs else None
+        diff = f"{max_abs:.1e}" if max_abs is not None else (
             "" if name == resize_names[0] else f"pixels equal to PIL's: {same_resize}")
         print(f"| {name} | {seconds * 1e3:.2f} | {seconds / base:.2f} | {diff} |")
+        rows.append({"name": name, "samples_s": samples[name], "median_s": seconds,
+                     "ratio_to_a": seconds / base, "max_abs_diff_vs_a": max_abs})
     fast = times["(c) model_agnostic, fast path"] / base
     pil, ours = (times[name] / base for name in resize_names)
     exact = max(np.abs(outputs[n] - reference).max() for n in outputs) <= 1e-6 and same_resize
     print(f"\n(c)/(a) = {fast:.2f} (target <= 0.50: {'met' if fast <= 0.5 else 'not met'}); "
           f"PIL's resize alone is {pil:.2f} of (a), ours {ours:.2f} ({ours / pil:.2f} of PIL's); "
           f"all outputs within 1e-6 of (a) and resize pixels identical: {exact}")
+    write_result("preprocessing", {
+        "torch_threads": args.threads, "resize_threads": resize_threads,
+        "repeats": args.repeats, "warmup": args.warmup,
+        "input": {"file": XRAY.name, "size": list(image.size), "mode": image.mode},
+        "output": {"shape": list(reference.shape), "dtype": str(reference.dtype)},
+        "our_resize_plan": {"axis": plan[0], "bands": len(plan[1]) - 1, "cuts": plan[1]}
+        if plan else None,
+        "rows": rows, "resize_pixels_equal": same_resize,
+        "fast_over_torchvision": fast, "pil_resize_over_torchvision": pil,
+        "our_resize_over_torchvision": ours, "our_resize_over_pil_resize": ours / pil,
+        "all_within_1e-6_and_resize_identical": bool(exact),
+        "target": {"fast_over_torchvision": "<= 0.50", "met": bool(fast <= 0.5)}})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Serve deployment on the same tiny requests, one after another on keep-alive conn
 - ``body``: a 600 KB ``PUT /v2/health/live`` (the body travels, then a 405);
 - ``empty``: an async Ray Serve deployment that returns a constant, alone on the instance.
 
-Median of the last 130 of 150 requests each. Writes bench/results/ray_overhead.md.
+Median of the last 130 of 150 requests each. Every request's time and the medians go to
+bench/results/ray_overhead.json.
 
 Usage: python bench/ray_overhead.py
 """
@@ -22,13 +23,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine  # noqa: E402
-from serving import free_port  # noqa: E402
+from common import ROOT, machine, write_result
+from serving import free_port
 
 sys.path.insert(0, str(ROOT))
-from model_agnostic.adapters.ray_serve import deployment  # noqa: E402
-from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane  # noqa: E402
-from tests.serving_fixtures import write_tiny_model  # noqa: E402
+from model_agnostic.adapters.ray_serve import deployment
+from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
+from tests.serving_fixtures import write_tiny_model
 
 REQUESTS, WARMUP = 150, 20
 INFER = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3, 8, 8],
@@ -38,16 +39,21 @@ CASES = {"live": ("GET", "/v2/health/live", b"", {}),
          "body": ("PUT", "/v2/health/live", bytes(600 * 1024), {})}
 
 
-def median_ms(port: int, method: str, path: str, body: bytes, headers: dict[str, str]) -> float:
+def samples_ms(port: int, method: str, path: str, body: bytes, headers: dict[str, str]) -> list[float]:
+    """Milliseconds of each of REQUESTS sequential requests (the first WARMUP included)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     times = []
     for _ in range(REQUESTS):
         start = time.perf_counter()
         connection.request(method, path, body, headers)
         connection.getresponse().read()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) * 1e3)
     connection.close()
-    return statistics.median(times[WARMUP:]) * 1e3
+    return times
+
+
+def median_ms(times: list[float]) -> float:
+    return statistics.median(times[WARMUP:])
 
 
 def main() -> None:
@@ -68,8 +74,10 @@ def main() -> None:
     try:
         serve.run(deployment(config, ray_actor_options={"num_cpus": 1}), name="tiny",
                   route_prefix="/")
+        samples: dict[str, dict[str, list[float]]] = {}
         for name, case in CASES.items():
-            rows.append((name, median_ms(ours_port, *case), median_ms(ray_port, *case)))
+            samples[name] = {"ours": samples_ms(ours_port, *case), "ray": samples_ms(ray_port, *case)}
+            rows.append((name, median_ms(samples[name]["ours"]), median_ms(samples[name]["ray"])))
         serve.delete("tiny")
 
         @serve.deployment(ray_actor_options={"num_cpus": 1})
@@ -78,7 +86,8 @@ def main() -> None:
                 return Response(b'{"live":true}')
 
         serve.run(Empty.bind(), name="empty", route_prefix="/")
-        empty = median_ms(ray_port, *CASES["live"])
+        empty_samples = samples_ms(ray_port, *CASES["live"])
+        empty = median_ms(empty_samples)
     finally:
         ours.stop()
         serve.shutdown()
@@ -90,8 +99,15 @@ def main() -> None:
     lines += ["", f"Empty Ray Serve deployment (constant answer), GET: {empty:.2f} ms"]
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray_overhead.md").write_text(text + "\n")
+    write_result("ray_overhead", {
+        "ray": ray.__version__, "requests": REQUESTS, "warmup": WARMUP,
+        "cases": {name: {"method": CASES[name][0], "path": CASES[name][1],
+                         "body_bytes": len(CASES[name][2]), "ours_median_ms": a,
+                         "ray_median_ms": b, "ray_minus_ours_ms": b - a,
+                         "ours_samples_ms": samples[name]["ours"],
+                         "ray_samples_ms": samples[name]["ray"]} for name, a, b in rows},
+        "empty": {"median_ms": empty, "samples_ms": empty_samples,
+                  "what": "async Ray Serve deployment returning a constant, GET"}})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ request when the previous one is answered; each client has its own keep-alive co
 - ``xray``: the sample X-ray JPEG to ``/v2/models/chexnet/predict`` (TenCrop: 10 rows).
 
 Ours and Ray with one replica alternate concurrency by concurrency, so drifting noise hits
-both alike. Reported: throughput (requests/s) and latency p50/p99 per concurrency.
+both alike. Reported: throughput (requests/s) and latency p50/p99 per concurrency; every
+request's latency goes to bench/results/ray_serving.json with them.
 
 Usage: python bench/ray_serving.py [--tensor-requests 96] [--xray-requests 16]
 """
@@ -32,12 +33,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, XRAY, machine  # noqa: E402
-from serving import ARTIFACT, ensure_artifact, free_port, start  # noqa: E402
+from common import ROOT, XRAY, machine, write_result
+from serving import ARTIFACT, ensure_artifact, free_port, start
 
 CONCURRENCY = (1, 4, 8)
 Call = Callable[[], None]
@@ -73,8 +75,9 @@ def xray_client(url: str, body: bytes) -> Call:
     return call
 
 
-def closed_loop(make: Callable[[], Call], requests: int, concurrency: int) -> dict[str, float]:
-    """Throughput and latency percentiles of ``requests`` calls from ``concurrency`` clients.
+def closed_loop(make: Callable[[], Call], requests: int, concurrency: int) -> dict[str, Any]:
+    """Throughput, latency percentiles and every latency (seconds, in completion order per
+    client) of ``requests`` calls from ``concurrency`` clients.
 
     Each client is made, warmed up and used in its own thread (tritonclient's gevent
     connections must stay on the thread that made them); timing starts when all are warm.
@@ -108,7 +111,12 @@ def closed_loop(make: Callable[[], Call], requests: int, concurrency: int) -> di
         raise RuntimeError(f"{requests - len(latencies)} requests failed; see above")
     ordered = sorted(latencies)
     return {"rps": requests / wall, "p50": statistics.median(ordered),
-            "p99": ordered[min(len(ordered) - 1, int(np.ceil(0.99 * len(ordered))) - 1)]}
+            "p99": ordered[min(len(ordered) - 1, int(np.ceil(0.99 * len(ordered))) - 1)],
+            "wall_s": wall, "latencies": latencies}
+
+
+def _brief(cell: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in cell.items() if k != "latencies"}
 
 
 def start_ray(port: int, replicas: int) -> object:
@@ -144,7 +152,7 @@ def main() -> None:
     server = start([sys.executable, "-m", "model_agnostic", "serve", str(ARTIFACT), "--port",
                     str(ours_port), "--threads", "16"], ours_url, "/v2/health/ready",
                    dict(os.environ))
-    results: dict[tuple[str, str, int], dict[str, float]] = {}
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
     try:
         serve = start_ray(ray_port, 1)
         for workload, (make, requests) in workloads.items():
@@ -152,8 +160,8 @@ def main() -> None:
                 for system, url in (("ours", ours_url), ("ray-1", ray_url)):
                     results[system, workload, concurrency] = closed_loop(
                         functools.partial(make, url), requests, concurrency)
-                    print(system, workload, concurrency, results[system, workload, concurrency],
-                          flush=True)
+                    print(system, workload, concurrency,
+                          _brief(results[system, workload, concurrency]), flush=True)
     finally:
         server.terminate()
         server.wait(30)
@@ -162,14 +170,14 @@ def main() -> None:
         for concurrency in CONCURRENCY:
             results["ray-2", workload, concurrency] = closed_loop(
                 functools.partial(make, ray_url), requests, concurrency)
-            print("ray-2", workload, concurrency, results["ray-2", workload, concurrency],
+            print("ray-2", workload, concurrency, _brief(results["ray-2", workload, concurrency]),
                   flush=True)
     serve.shutdown()  # type: ignore[attr-defined]
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     report(results, load_before, load_after, args)
 
 
-def report(results: dict[tuple[str, str, int], dict[str, float]], before: list[str],
+def report(results: dict[tuple[str, str, int], dict[str, Any]], before: list[str],
            after: list[str], args: argparse.Namespace) -> None:
     import ray
 
@@ -190,8 +198,20 @@ def report(results: dict[tuple[str, str, int], dict[str, float]], before: list[s
               "Target: ray-1 >= 0.70 of ours (throughput)."]
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray_serving.md").write_text(text + "\n")
+    write_result("ray_serving", {
+        "ray": ray.__version__, "cpus": len(os.sched_getaffinity(0)),
+        "load_average_before": [float(x) for x in before],
+        "load_average_after": [float(x) for x in after],
+        "requests_per_cell": {"tensor": args.tensor_requests, "xray": args.xray_requests},
+        "concurrency": list(CONCURRENCY), "server_threads": 16,
+        "systems": {"ours": "model-agnostic serve (waitress, 16 threads)",
+                    "ray-1": "Ray Serve adapter, 1 replica", "ray-2": "Ray Serve adapter, 2 replicas"},
+        "cells": [{"system": system, "workload": workload, "concurrency": concurrency,
+                   "rps": cell["rps"], "p50_s": cell["p50"], "p99_s": cell["p99"],
+                   "wall_s": cell["wall_s"], "latencies_s": cell["latencies"],
+                   "rps_over_ours": cell["rps"] / results["ours", workload, concurrency]["rps"]}
+                  for (system, workload, concurrency), cell in results.items()],
+        "target": {"ray-1_rps_over_ours": ">= 0.70"}})
 
 
 if __name__ == "__main__":

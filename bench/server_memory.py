@@ -1,6 +1,6 @@
 """The server's memory, for sizing a container: ``model-agnostic serve`` on the CheXNet
 artifact, RSS once ready (idle) and peak RSS (VmHWM) after rounds of 8 concurrent TenCrop
-X-ray uploads to ``/predict``. Writes bench/results/server_memory.md.
+X-ray uploads to ``/predict``. Writes bench/results/server_memory.json.
 
 Usage: python bench/server_memory.py [--rounds 4]
 """
@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, XRAY, machine  # noqa: E402
-from serving import ARTIFACT, ensure_artifact, free_port, start  # noqa: E402
+from common import XRAY, machine, write_result
+from serving import ARTIFACT, ensure_artifact, free_port, start
 
 CONCURRENCY = 8
 
@@ -66,8 +66,9 @@ def main() -> None:
             f"| peak (VmHWM), {args.rounds} rounds of {CONCURRENCY} concurrent TenCrop X-rays "
             f"| {peak:.0f} |\n| after the load | {after:.0f} |")
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "server_memory.md").write_text(text + "\n")
+    write_result("server_memory", {
+        "rounds": args.rounds, "concurrency": CONCURRENCY, "upload": XRAY.name,
+        "idle_rss_mib": idle, "peak_rss_mib": peak, "after_rss_mib": after})
 
 
 if __name__ == "__main__":

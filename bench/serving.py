@@ -15,6 +15,7 @@ All on loopback, in one run, with a bounded number of requests:
 The server is ``model-agnostic serve`` on the CheXNet artifact in a child process (exported
 first if missing, on seeded random weights: speed does not depend on the values), with
 the same ONNX Runtime threads as the bare session. Clients run in this process.
+Every timing sample, the rates, ratios and targets go to bench/results/serving.json.
 
 Usage: python bench/serving.py [--requests 96] [--threads 2]
 """
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CHEXNET_CONFIG, RESULTS, ROOT, XRAY, machine  # noqa: E402
+from common import CHEXNET_CONFIG, ROOT, XRAY, machine, write_result
 
 ARTIFACT = CHEXNET_CONFIG.parent / "artifacts" / "chexnet"
 NAIVE = Path(__file__).resolve().parent / "naive_flask.py"
@@ -77,10 +78,11 @@ def ensure_artifact() -> None:
                         str(CHEXNET_CONFIG), "--force"], check=True, cwd=ROOT)
 
 
-def bare_throughput(session: Any, image: np.ndarray, repeats: int) -> tuple[int, float, dict[int, float]]:
-    """(best batch, images/s, images/s per batch)."""
+def bare_throughput(session: Any, image: np.ndarray, repeats: int
+                    ) -> tuple[int, float, dict[int, float], dict[int, list[float]]]:
+    """(best batch, images/s, images/s per batch, seconds of every run per batch)."""
     name = session.get_inputs()[0].name
-    rates = {}
+    rates, samples = {}, {}
     for batch in (1, 2, 4, 8, 16, 32):
         array = np.ascontiguousarray(np.repeat(image, batch, axis=0))
         session.run(None, {name: array})
@@ -90,8 +92,9 @@ def bare_throughput(session: Any, image: np.ndarray, repeats: int) -> tuple[int,
             session.run(None, {name: array})
             times.append(time.perf_counter() - started)
         rates[batch] = batch / statistics.median(times)
+        samples[batch] = times
     best = max(rates, key=lambda b: rates[b])
-    return best, rates[best], rates
+    return best, rates[best], rates, samples
 
 
 def triton_throughput(url: str, image: np.ndarray, requests: int, concurrency: int) -> float:
@@ -113,8 +116,9 @@ def triton_throughput(url: str, image: np.ndarray, requests: int, concurrency: i
     return rate
 
 
-def latencies(url: str, session: Any, image: np.ndarray, repeats: int) -> tuple[float, float]:
-    """p50 seconds: one request through the server, one bare batch-1 run (interleaved).
+def latencies(url: str, session: Any, image: np.ndarray, repeats: int
+              ) -> tuple[list[float], list[float]]:
+    """Seconds of each request through the server and of each bare batch-1 run (interleaved).
 
     ONNX Runtime's worker threads spin for a while after each run; a pause between the two
     keeps one process's spinning from slowing the other's next call.
@@ -140,11 +144,11 @@ def latencies(url: str, session: Any, image: np.ndarray, repeats: int) -> tuple[
         session.run(None, {name: image})
         bare.append(time.perf_counter() - started)
     client.close()
-    return statistics.median(served), statistics.median(bare)
+    return served, bare
 
 
-def binary_vs_json(url: str, batch: np.ndarray, repeats: int) -> tuple[float, float]:
-    """Median seconds of one 10-image request end to end: binary tensors, JSON."""
+def binary_vs_json(url: str, batch: np.ndarray, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each 10-image request end to end (interleaved): binary tensors, JSON."""
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url.removeprefix("http://"), network_timeout=300,
@@ -168,7 +172,7 @@ def binary_vs_json(url: str, batch: np.ndarray, repeats: int) -> tuple[float, fl
             fn()
             samples[key].append(time.perf_counter() - started)
     client.close()
-    return statistics.median(samples["binary"]), statistics.median(samples["json"])
+    return samples
 
 
 def posted_throughput(url: str, path: str, body: bytes, content_type: str, requests: int,
@@ -228,10 +232,13 @@ def main() -> None:
     server = start([sys.executable, "-m", "model_agnostic", "serve", args.target,
                     "--port", str(port), "--threads", "16"], url, "/v2/health/ready", env)
     try:
-        best_batch, bare_rate, rates = bare_throughput(session, image, args.requests)
+        best_batch, bare_rate, rates, bare_samples = bare_throughput(session, image, args.requests)
         served_rate = triton_throughput(url, image, args.requests, 8)
-        served_p50, bare_p50 = latencies(url, session, image, args.repeats)
-        binary_s, json_s = binary_vs_json(url, ten, max(3, args.repeats // 4))
+        served_samples, bare_latency_samples = latencies(url, session, image, args.repeats)
+        served_p50 = statistics.median(served_samples)
+        bare_p50 = statistics.median(bare_latency_samples)
+        encodings = binary_vs_json(url, ten, max(3, args.repeats // 4))
+        binary_s, json_s = (statistics.median(encodings[k]) for k in ("binary", "json"))
         xray = XRAY.read_bytes()
         served_images = posted_throughput(url, "/v2/models/chexnet/predict", xray, "image/jpeg",
                                           args.image_requests, 8)
@@ -242,6 +249,7 @@ def main() -> None:
     del session
 
     naive_rate = naive_images = float("nan")
+    naive_requests = max(16, args.requests // 3)
     if not args.skip_naive:
         port = free_port()
         naive_url = f"http://127.0.0.1:{port}"
@@ -249,8 +257,7 @@ def main() -> None:
                       "/health", env)
         try:
             naive_rate = posted_throughput(naive_url, "/predict", image.tobytes(),
-                                           "application/octet-stream",
-                                           max(16, args.requests // 3), 8)
+                                           "application/octet-stream", naive_requests, 8)
             naive_images = posted_throughput(naive_url, "/predict_image", xray, "image/jpeg",
                                              args.image_requests, 8)
         finally:
@@ -277,15 +284,39 @@ def main() -> None:
         f"{served_images / naive_images:.2f}x | >= 3x |",
         "",
         "Bare ORT images/s by batch: " + ", ".join(f"{b}: {r:.2f}" for b, r in rates.items()),
-        f"Server batches (from /metrics): {metrics}",
+        f"Server batches (from /metrics): {metrics['backend_calls']:.0f} backend calls, "
+        f"{metrics['rows']:.0f} rows, mean batch {metrics['mean_batch']:.2f}",
     ]
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.md").write_text(text + "\n")
+    write_result("serving", {
+        "threads": args.threads, "server_threads": 16, "concurrency": 8,
+        "requests": args.requests, "repeats": args.repeats,
+        "image_requests": args.image_requests, "served": str(args.target),
+        "input_shape": list(image.shape),
+        "bare_throughput": {"img_s_by_batch": rates, "samples_s_by_batch": bare_samples,
+                            "best_batch": best_batch, "best_img_s": bare_rate},
+        "served_throughput_img_s": served_rate,
+        "throughput_over_bare": served_rate / bare_rate,
+        "latency": {"settle_s": SETTLE_S, "served_samples_s": served_samples,
+                    "bare_samples_s": bare_latency_samples, "served_p50_s": served_p50,
+                    "bare_p50_s": bare_p50, "served_over_bare": served_p50 / bare_p50},
+        "binary_vs_json": {"shape": list(ten.shape), "samples_s": encodings,
+                           "median_s": {"binary": binary_s, "json": json_s},
+                           "json_over_binary": json_s / binary_s},
+        "xray_uploads": {"file": XRAY.name, "served_req_s": served_images},
+        "naive": None if args.skip_naive else {
+            "tensor_requests": naive_requests, "tensor_img_s": naive_rate,
+            "xray_req_s": naive_images},
+        "served_over_naive": served_rate / naive_rate,
+        "xray_served_over_naive": served_images / naive_images,
+        "server_batches": metrics,
+        "targets": {"throughput_over_bare": ">= 0.85", "latency_served_over_bare": "<= 1.10",
+                    "json_over_binary": ">= 5", "served_over_naive": ">= 3",
+                    "xray_served_over_naive": ">= 3"}})
 
 
-def _batch_metrics(url: str) -> str:
+def _batch_metrics(url: str) -> dict[str, float]:
     import urllib.request
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
@@ -296,7 +327,7 @@ def _batch_metrics(url: str) -> str:
             count = float(line.split()[-1])
         elif line.startswith("model_agnostic_batch_size_sum"):
             total = float(line.split()[-1])
-    return f"{count:.0f} backend calls, {total:.0f} rows, mean batch {total / max(count, 1):.2f}"
+    return {"backend_calls": count, "rows": total, "mean_batch": total / max(count, 1)}
 
 
 if __name__ == "__main__":

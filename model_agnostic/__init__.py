@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .config import load_model
 from . import errors
 from .errors import *  # noqa: F403 - the public errors, listed in errors.__all__
 from .images import load_image
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from .backends.onnx_runtime import OnnxModel
     from .backends.pytorch import PyTorchModel
     from .backends.remote import RemoteModel
+    from .config import load_model
     from .export import export_onnx
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "load_model": ".config",
     "PyTorchModel": ".backends.pytorch",
     "OnnxModel": ".backends.onnx_runtime",
     "RemoteModel": ".backends.remote",
@@ -44,7 +45,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import backends and export on first use (they pull in onnxruntime / onnx)."""
+    """Import config, backends and export on first use (they pull in onnxruntime / onnx)."""
     if name in _LAZY:
         import importlib
 

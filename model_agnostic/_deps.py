@@ -27,10 +27,7 @@ def require(module: str, purpose: str) -> ModuleType:
     except ImportError:
         top = module.split(".")[0]
         extra = _EXTRAS.get(top)
-        hint = (
-            f"pip install 'model-agnostic[{extra}]'" if extra else f"pip install {top}"
-        )
+        hint = f"pip install 'model-agnostic[{extra}]'" if extra else f"pip install {top}"
         raise MissingDependencyError(
-            f"{purpose} needs the '{top}' package, which is not installed. "
-            f"Install it with: {hint}"
+            f"{purpose} needs the '{top}' package, which is not installed. Install it with: {hint}"
         ) from None

@@ -54,7 +54,7 @@ class TensorSpecError(InputError):
     """An array's name, shape or dtype does not match what the model expects."""
 
 
-class CheckpointError(ModelAgnosticError):
+class CheckpointError(ModelAgnosticError, ValueError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
@@ -62,7 +62,7 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint needs full unpickling, which can run arbitrary code."""
 
 
-class ModelLoadError(ModelAgnosticError):
+class ModelLoadError(ModelAgnosticError, RuntimeError):
     """A model class, ONNX file or backend cannot be loaded."""
 
 
@@ -74,7 +74,7 @@ class InferenceError(ModelAgnosticError, RuntimeError):
     """The backend failed while running the model."""
 
 
-class ExportError(ModelAgnosticError):
+class ExportError(ModelAgnosticError, RuntimeError):
     """A model could not be exported."""
 
 
@@ -82,7 +82,7 @@ class MissingDependencyError(ModelAgnosticError, ImportError):
     """An optional dependency is not installed."""
 
 
-class ServingError(ModelAgnosticError):
+class ServingError(ModelAgnosticError, RuntimeError):
     """A request to a served model cannot be answered; ``status`` is its HTTP status."""
 
     status = 500
@@ -93,10 +93,19 @@ class ServingError(ModelAgnosticError):
             self.status = status
 
 
-class ProtocolError(ServingError, ValueError):
-    """A request breaks the Open Inference Protocol or does not fit the model (HTTP 400)."""
+class ProtocolError(ModelAgnosticError, ValueError):
+    """A message breaks the Open Inference Protocol (or TF Serving's REST API).
+
+    ``status`` is a hint for a server answering it: 400 when a request is malformed, 500
+    when what we were asked to encode (the model's outputs) cannot be carried.
+    """
 
     status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
 
 
 class ModelNotFoundError(ServingError, LookupError):
@@ -117,7 +126,7 @@ class QueueFullError(ServingError):
     status = 503
 
 
-class RemoteError(ModelAgnosticError):
+class RemoteError(ModelAgnosticError, RuntimeError):
     """The remote backend could not get an answer from its inference server."""
 
 

@@ -1,4 +1,4 @@
-"""Opening images safely: every failure becomes an :class:`ImageDecodeError` that names the input."""
+"""Opening images safely: every failure becomes an :class:`ImageDecodeError` naming the input."""
 
 from __future__ import annotations
 
@@ -99,8 +99,10 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
-    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (
-        array.ndim == 3 and array.shape[2] not in (1, 3, 4)
+    if (
+        array.dtype != np.uint8
+        or array.ndim not in (2, 3)
+        or (array.ndim == 3 and array.shape[2] not in (1, 3, 4))
     ):
         raise ImageDecodeError(
             f"cannot use an array of shape {array.shape} and dtype {array.dtype} as an "

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .artifact import is_artifact, open_artifact, summarize
 from .errors import ModelAgnosticError, ModelLoadError
 
 __all__ = ["describe", "render"]
@@ -15,8 +16,6 @@ __all__ = ["describe", "render"]
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready description of an artifact folder, its ``.zip``, or a ``.onnx`` file."""
-    from .export.artifact import is_artifact, open_artifact
-
     path = Path(path)
     info: dict[str, Any] = {"path": str(path)}
     if is_artifact(path):
@@ -59,7 +58,9 @@ def _value(value: Any) -> dict[str, Any]:
     import onnx
 
     tensor = value.type.tensor_type
-    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
+    dims = [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim
+    ]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
     return {"name": value.name, "dtype": dtype, "shape": dims}
 
@@ -72,8 +73,6 @@ def _numel(dims: Any) -> int:
 
 
 def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
-    from .export.report import summarize
-
     summary = summarize(report)
     summary["tolerances"] = report.get("tolerances")
     summary["task"] = report.get("task", {})
@@ -88,7 +87,9 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  checksums   {info['checksums']}")
         if str(info["checksums"]).startswith("FAILED"):
             return "\n".join(lines)
-    lines.append(f"  size        {info['size_bytes'] / 2**20:.1f} MiB, {info['parameters']:,} parameters")
+    lines.append(
+        f"  size        {info['size_bytes'] / 2**20:.1f} MiB, {info['parameters']:,} parameters"
+    )
     lines.append("  opset       " + ", ".join(f"{k} {v}" for k, v in info["opset"].items()))
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
@@ -98,7 +99,10 @@ def render(info: dict[str, Any]) -> str:
     meta = info.get("metadata")
     if meta:
         lines.append(f"  model       {meta['model_class']} (weights: {meta['weights']})")
-        lines.append(f"  created     {meta['created']} with " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+        lines.append(
+            f"  created     {meta['created']} with "
+            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        )
     if meta and meta.get("export"):
         lines.extend(_export_lines(meta["export"]))
     parity = info.get("parity")
@@ -111,8 +115,10 @@ def _export_lines(export: dict[str, Any]) -> list[str]:
     """What the exporter did, as recorded (artifacts from before this record show less)."""
     if "exporter_used" not in export:
         return [f"  export      {export}"]
-    lines = [f"  export      {export['exporter_used']} exporter, opset {export.get('opset_written')}"
-             f" written (asked {export.get('opset')}, exporter {export.get('exporter')} first)"]
+    lines = [
+        f"  export      {export['exporter_used']} exporter, opset {export.get('opset_written')}"
+        f" written (asked {export.get('opset')}, exporter {export.get('exporter')} first)"
+    ]
     for fallback in export.get("fallbacks", []):
         lines.append(f"    fallback  {fallback['exporter']} failed: {fallback['error'][:160]}")
     return lines
@@ -129,19 +135,26 @@ def _parity_lines(parity: dict[str, Any]) -> list[str]:
         lines.append(f"    unverified  {item['stage']}: {item['reason'][:200]}")
     for waiver in parity["waivers"]:
         who = f", user {waiver['user']}" if waiver.get("user") else ""
-        lines.append(f"    waived      {waiver['stage']}: waived by {waiver['flag']} "
-                     f"({waiver['source']}{who})")
+        lines.append(
+            f"    waived      {waiver['stage']}: waived by {waiver['flag']} "
+            f"({waiver['source']}{who})"
+        )
     for waiver in parity["referee_waivers"]:
         lines.append(
             f"    referee     {waiver['stage']} {waiver['comparison']}: accepted as float32 "
             f"rounding (candidate {waiver.get('candidate_vs_f64_max', float('nan')):.3g} from "
             f"float64, PyTorch {waiver.get('torch32_vs_f64_max', float('nan')):.3g}, worst "
-            f"{waiver.get('worst_ratio', float('nan')):.2f} of allowed)")
+            f"{waiver.get('worst_ratio', float('nan')):.2f} of allowed)"
+        )
     for output, task in parity.get("task", {}).items():
         if task.get("kind") == "multilabel":
-            lines.append(f"    task        {output}: {task['flips']} of {task['decisions']} "
-                         f"decisions flipped at {task['threshold']:g}")
+            lines.append(
+                f"    task        {output}: {task['flips']} of {task['decisions']} "
+                f"decisions flipped at {task['threshold']:g}"
+            )
         elif task.get("kind") == "classification":
-            lines.append(f"    task        {output}: top-1 {task['top1_agree']}/{task['rows']}, "
-                         f"top-{task['k']} {task['topk_agree']}/{task['rows']} rows agree")
+            lines.append(
+                f"    task        {output}: top-1 {task['top1_agree']}/{task['rows']}, "
+                f"top-{task['k']} {task['topk_agree']}/{task['rows']} rows agree"
+            )
     return lines

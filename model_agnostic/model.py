@@ -28,6 +28,7 @@ import numpy as np
 
 from . import rows
 from .errors import ConfigError, InputError, TensorSpecError
+from .tensors import TensorSpec, check_arrays
 
 __all__ = ["Model", "Arrays"]
 
@@ -112,6 +113,8 @@ class Model(ABC):
         if not raws:
             return []
         prepared = [self.prepare(raw) for raw in raws]
+        for arrays in prepared:
+            self.check_inputs(arrays)
         counts = [rows.count(arrays) for arrays in prepared]
         outputs = self.infer(rows.merge(prepared, self.input_names))
         return [self.process_result(part) for part in rows.split(outputs, counts)]
@@ -146,6 +149,19 @@ class Model(ABC):
                 )
         return dict(arrays)
 
+    def input_specs(self) -> list[TensorSpec] | None:
+        """The backend's input signature (``inputs``), None when it does not know one."""
+        specs = getattr(self, "inputs", None)
+        return specs if isinstance(specs, list) else None
+
+    def check_inputs(self, arrays: Mapping[str, np.ndarray], source: str = "preprocessing") -> None:
+        """Check arrays against :meth:`input_specs` (:class:`TensorSpecError` if they do not
+        fit). The one input check: ``predict_batch`` and the server call it before merging
+        requests; backends' ``infer`` trusts its caller."""
+        specs = self.input_specs()
+        if specs is not None:
+            check_arrays(specs, arrays, source)
+
     # ----------------------------------------------------------------- options
     @classmethod
     def option_names(cls) -> frozenset[str]:
@@ -166,7 +182,7 @@ class Model(ABC):
 
     @classmethod
     def with_backend(cls, backend: str | type[Model]) -> type[Model]:
-        """This class's hooks combined with a backend, e.g. ``CheXNet.with_backend("onnxruntime")``."""
+        """This class's hooks on a backend, e.g. ``CheXNet.with_backend("onnxruntime")``."""
         from .backends import bind
 
         return bind(cls, backend)

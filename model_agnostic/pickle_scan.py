@@ -21,8 +21,6 @@ _UNSAFE_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL (\S+) was not an allowed global"
 _BLOCKED_MODULE_IN_MESSAGE = re.compile(r"whose module (\S+) is blocked")
 
 
-
-
 def unsafe_globals(torch: Any, file: Path, error_text: str) -> list[str]:
     """Globals the checkpoint needs beyond the weights_only safe set.
 
@@ -39,9 +37,7 @@ def unsafe_globals(torch: Any, file: Path, error_text: str) -> list[str]:
             pass
     if not found:  # the scan could not see it; torch's message names it
         found.update(_UNSAFE_GLOBAL_IN_MESSAGE.findall(error_text))
-        found.update(
-            f"{module}.*" for module in _BLOCKED_MODULE_IN_MESSAGE.findall(error_text)
-        )
+        found.update(f"{module}.*" for module in _BLOCKED_MODULE_IN_MESSAGE.findall(error_text))
     # Non-torch names first: those are the ones a reader should look at.
     return sorted(found, key=lambda name: (name.startswith("torch."), name))
 
@@ -49,9 +45,7 @@ def unsafe_globals(torch: Any, file: Path, error_text: str) -> list[str]:
 def _safe_globals(torch: Any) -> set[str]:
     try:
         unpickler = torch._weights_only_unpickler
-        return set(unpickler._get_allowed_globals()) | set(
-            unpickler._get_user_allowed_globals()
-        )
+        return set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
     except Exception:  # private API moved: report every global instead
         return set()
 

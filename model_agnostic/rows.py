@@ -28,7 +28,7 @@ def count(arrays: Mapping[str, np.ndarray]) -> int:
             f"inputs with different batch sizes {sizes}; every input of one example must "
             "have the same leading (batch) axis"
         )
-    return int(next(iter(sizes.values())))
+    return int(next(iter(sizes.values())) or 0)
 
 
 def merge(parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> Arrays:

@@ -14,7 +14,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-XRAY = ROOT / "examples" / "chexnet" / "data" / "chest_xray_00030605_000.jpg"
+XRAY = ROOT / "examples" / "chexnet" / "data" / "nih_cxr14_00000001_000.png"
 
 
 @pytest.fixture

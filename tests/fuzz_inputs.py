@@ -22,16 +22,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from model_agnostic.config import SCHEMA, Config, load_config
-from model_agnostic.errors import ConfigError, ProtocolError, RemoteResponseError, ServingError
-from model_agnostic.serving.protocol import (
+from model_agnostic.errors import ConfigError, ProtocolError, TensorSpecError
+from model_agnostic.protocol import (
     DATATYPES,
     HEADER_LENGTH,
-    check_inputs,
     decode_infer_request,
     decode_infer_response,
     encode_infer_response,
 )
-from model_agnostic.tensors import TensorSpec
+from model_agnostic.tensors import TensorSpec, check_arrays
 from tests.fuzz_requests import BAD_LENGTHS
 
 __all__ = ["TINY_INPUT", "TOML_SOUP", "TransformCase", "binary_requests", "config_documents",
@@ -56,24 +55,24 @@ def decode_problem(body: bytes, header: str | None,
         if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
             return f"input {name!r} decoded as {type(array).__name__}, not a C-contiguous array"
     try:
-        check_inputs(request.inputs, [raw_input] if raw_input else [])
-    except ProtocolError:
+        check_arrays([raw_input] if raw_input else [], request.inputs, "the request")
+    except TensorSpecError:
         pass
     except Exception as error:  # noqa: BLE001
-        return f"check_inputs raised {type(error).__name__}: {error}"
+        return f"check_arrays raised {type(error).__name__}: {error}"
     return _round_trip_problem(request)
 
 
 def _round_trip_problem(request: Any) -> str | None:
     try:
         answer, headers = encode_infer_response("m", "1", request, request.inputs)
-    except ServingError as error:  # an unknown output (400); non-UTF-8 BYTES as JSON (500)
-        return None if error.status in (400, 500) else f"bad ServingError {error!r}"
+    except ProtocolError as error:  # an unknown output (400); non-UTF-8 BYTES as JSON (500)
+        return None if error.status in (400, 500) else f"bad ProtocolError {error!r}"
     except Exception as error:  # noqa: BLE001
         return f"encode_infer_response raised {type(error).__name__}: {error}"
     try:
         outputs, _ = decode_infer_response(answer, headers.get(HEADER_LENGTH))
-    except RemoteResponseError as error:
+    except ProtocolError as error:
         return f"our own answer does not decode: {error}"
     for name, sent in request.inputs.items():
         got = outputs.get(name)
@@ -87,7 +86,7 @@ def _round_trip_problem(request: Any) -> str | None:
 def response_problem(body: bytes, header: str | None) -> str | None:
     try:
         decode_infer_response(body, header)
-    except RemoteResponseError:
+    except ProtocolError:
         return None
     except Exception as error:  # noqa: BLE001
         return f"decode_infer_response raised {type(error).__name__}: {error}"

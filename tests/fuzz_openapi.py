@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from model_agnostic.serving.protocol import DATATYPES, HEADER_LENGTH
+from model_agnostic.protocol import DATATYPES, HEADER_LENGTH
 from tests.fuzz_requests import Answer, HttpCase
 
 __all__ = ["COMPONENTS", "FIXED_PATH", "HEADER_PARAMETER", "call", "schema_cases",

@@ -25,8 +25,8 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from model_agnostic.errors import RemoteResponseError
-from model_agnostic.serving.protocol import DATATYPES, HEADER_LENGTH, decode_infer_response
+from model_agnostic.errors import ProtocolError
+from model_agnostic.protocol import DATATYPES, HEADER_LENGTH, decode_infer_response
 from tests.serving_fixtures import expected_logits
 from tests.tiny_models import TinyNet
 
@@ -145,7 +145,7 @@ def _infer_problem(case: HttpCase, answer: Answer) -> str | None:
     try:
         outputs, meta = decode_infer_response(answer.body, answer.headers.get(
             HEADER_LENGTH.lower()))
-    except RemoteResponseError as error:
+    except ProtocolError as error:
         return f"the answer to a valid request does not decode: {error}"
     assert case.image is not None
     want = expected_logits(case.image)

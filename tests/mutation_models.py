@@ -253,8 +253,8 @@ def _option_dropped() -> Iterator[None]:
 
     real = artifact._write_config
 
-    def write(path: Any, class_spec: str, options: dict[str, Any], serving: dict[str, Any]) -> None:
-        real(path, class_spec, {k: v for k, v in options.items() if k != "temperature"}, serving)
+    def write(path: Any, class_spec: str, options: dict[str, Any], *rest: Any) -> None:
+        real(path, class_spec, {k: v for k, v in options.items() if k != "temperature"}, *rest)
 
     with mock.patch.object(artifact, "_write_config", write):
         yield

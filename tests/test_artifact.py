@@ -18,8 +18,8 @@ import pytest
 
 from model_agnostic import ArtifactError, ExportError, load_model
 from model_agnostic.cli import EXIT_OK, main
-from model_agnostic.export import artifact as artifact_module
-from model_agnostic.export.artifact import CHECKSUMS, open_artifact, verify_checksums
+from model_agnostic import artifact as artifact_module
+from model_agnostic.artifact import CHECKSUMS, open_artifact, verify_checksums
 from tests.conftest import ROOT, XRAY, run_without_torch
 
 CONFIG = f"""

@@ -14,7 +14,7 @@ import pytest
 from model_agnostic.errors import (
     ConfigError,
     InferenceError,
-    ProtocolError,
+    InputError,
     QueueFullError,
     ServingError,
     TensorSpecError,
@@ -363,7 +363,7 @@ def test_outputs_without_the_batch_axis_fail_every_request_in_that_batch(
     assert errors[0] is not errors[1]
 
 
-def test_malformed_inputs_raise_protocol_error_400(make_batcher: Callable[..., Batcher]) -> None:
+def test_malformed_inputs_raise_tensor_spec_error_400(make_batcher: Callable[..., Batcher]) -> None:
     batcher = make_batcher(FakeModel())
     bad_inputs: list[object] = [
         {"x": np.zeros((2, 3)), "y": np.zeros((3, 3))},
@@ -373,10 +373,10 @@ def test_malformed_inputs_raise_protocol_error_400(make_batcher: Callable[..., B
         {},
     ]
     for inputs in bad_inputs:
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(TensorSpecError) as info:
             batcher.submit(inputs)  # type: ignore[arg-type]
-        assert info.value.status == 400
-    with pytest.raises(ProtocolError, match="'y' has 3 rows but 'x' has 2"):
+        assert isinstance(info.value, InputError)  # the server's 400
+    with pytest.raises(TensorSpecError, match=r"different batch sizes \{'x': 2, 'y': 3\}"):
         batcher.submit({"x": np.zeros((2, 3)), "y": np.zeros((3, 3))})
     assert batcher.queued == 0
 

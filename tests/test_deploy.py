@@ -96,7 +96,8 @@ def test_image_installs_the_torch_free_server_and_runs_what_the_manifest_runs(
         container: dict[str, Any]) -> None:
     instructions = dockerfile_instructions()
     runs = " ".join(arguments for name, arguments in instructions if name == "RUN")
-    assert '"model-agnostic[serve]"' in runs and "torch]" not in runs
+    assert '"$(ls /wheels/model_agnostic-*.whl)[serve]"' in runs and "torch]" not in runs
+    assert "--find-links" not in runs  # never resolve "model-agnostic" on the public index
     assert "find_spec('torch') is not None" in runs  # the build fails if torch got in
     cmd = json.loads(next(arguments for name, arguments in instructions if name == "CMD"))
     served = cmd[:2] + ["/mnt/models"] + cmd[3:]  # the manifest mounts models elsewhere
@@ -117,3 +118,23 @@ def test_image_copies_every_source_the_wheel_needs() -> None:
     ignore = [line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text()
               .splitlines() if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" and {"!model_agnostic/", "!adapters/"} <= set(ignore)
+
+
+def test_deploy_time_settings_in_the_manifest_and_image_are_valid_overrides(
+        container: dict[str, Any], tmp_path: Path) -> None:
+    from model_agnostic.artifact import CACHE_ENV
+    from model_agnostic.config import apply_overrides, load_config, overrides_from_env
+
+    env = {item["name"]: item["value"] for item in container["env"]}
+    overrides = overrides_from_env(env)
+    assert overrides == {"onnxruntime": {"intra_op_num_threads": 2}}
+    config = tmp_path / "config.toml"
+    config.write_text('[model]\nclass = "m.py:M"\n')
+    applied = apply_overrides(load_config(config), ("the manifest", overrides))
+    assert applied.sections["onnxruntime"] == {"intra_op_num_threads": 2}
+    cache = env[CACHE_ENV]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(cache.startswith(mount + "/") for mount in mounts)  # writable
+    image_env = " ".join(arguments for name, arguments in dockerfile_instructions() if name == "ENV")
+    assert f"{CACHE_ENV}=/tmp/model_agnostic" in image_env

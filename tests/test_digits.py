@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from model_agnostic import InputError, load_model
-from model_agnostic.export.artifact import verify_checksums
+from model_agnostic.artifact import verify_checksums
 from tests.conftest import ROOT, run_without_torch
 
 DIGITS = ROOT / "examples" / "digits"

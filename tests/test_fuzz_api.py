@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model_agnostic.serving.protocol import encode_infer_request
+from model_agnostic.protocol import encode_infer_request
 from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
 from tests.fuzz_openapi import COMPONENTS, call, schema_cases, v2_document
 from tests.fuzz_requests import (

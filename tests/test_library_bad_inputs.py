@@ -27,7 +27,7 @@ from PIL import Image, ImageFile
 
 from model_agnostic import ImageDecodeError, load_image
 from model_agnostic.errors import CheckpointError, UnsafeCheckpointError
-from model_agnostic.serving.protocol import json_depth
+from model_agnostic.protocol import json_depth
 from tests.tiny_models import TinyNet
 
 PILLOW_MAX_PIXELS = Image.MAX_IMAGE_PIXELS

@@ -77,3 +77,16 @@ def test_server_without_waitress_names_the_serve_extra() -> None:
     done = run_without_torch(code, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "pip install 'model-agnostic[serve]'" in done.stdout
+
+
+def test_every_error_also_derives_from_a_builtin() -> None:
+    import builtins
+
+    from model_agnostic import errors
+
+    builtin_errors = {v for v in vars(builtins).values()
+                      if isinstance(v, type) and issubclass(v, BaseException)} - {Exception}
+    plain = [name for name in errors.__all__
+             if name != "ModelAgnosticError"
+             and not any(issubclass(getattr(errors, name), b) for b in builtin_errors)]
+    assert plain == []

@@ -23,7 +23,7 @@ import pytest
 from model_agnostic import load_model
 from model_agnostic.adapters import ray_serve
 from model_agnostic.errors import ConfigError, InferenceError
-from model_agnostic.serving.batching import _describe
+from model_agnostic.serving.batching import request_key
 from tests.conftest import ROOT, XRAY
 from tests.serving_fixtures import expected_logits, png_bytes, write_tiny_model
 
@@ -297,7 +297,7 @@ class _Plane:
 
 
 def _item(served: Any, array: np.ndarray, limit: int = 8) -> Any:
-    rows, key = _describe({"x": array})
+    rows, key = request_key({"x": array})
     return ray_serve._Item(served, {"x": array}, rows, key, limit, min(rows, limit), 0.0)
 
 

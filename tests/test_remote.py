@@ -30,7 +30,7 @@ from model_agnostic import (
 )
 from model_agnostic.backends import bind
 from model_agnostic.backends.remote import HTTPTransport, MockTransport, Response
-from model_agnostic.serving import protocol
+from model_agnostic import protocol
 
 NAME = "doubler"
 X_SPEC = TensorSpec("x", np.dtype(np.float32), (-1, 3))
@@ -431,8 +431,11 @@ def test_inputs_are_checked_before_sending(
     server: FakeServer, remote: Callable[..., Any]
 ) -> None:
     model = remote()
-    with pytest.raises(TensorSpecError, match="x"):
-        model.infer({"x": np.ones((1, 4), np.float32)})
+    with pytest.raises(TensorSpecError, match=r"input 'x': preprocessing gave .* float32.* the model "
+                                              r"expects \[-1, 3\] float32"):
+        model.predict(np.ones((1, 4), np.float32))
+    with pytest.raises(TensorSpecError, match="the request gave"):
+        model.check_inputs({"x": np.ones((1, 4), np.float32)}, "the request")
     assert server.infer_requests() == []
 
 

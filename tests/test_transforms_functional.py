@@ -224,7 +224,12 @@ def test_pad_edge_changes_cmyk_to_rgba_like_torchvision():
 # (model_agnostic/transforms/_resize.py); every result must be Image.resize's, byte for byte.
 
 ROOT = Path(__file__).resolve().parent.parent
-XRAY = ROOT / "examples" / "chexnet" / "data" / "chest_xray_00030605_000.jpg"
+XRAY = ROOT / "examples" / "chexnet" / "data" / "nih_cxr14_00000001_000.png"
+
+
+def large_xray(mode: str = "L") -> Image.Image:
+    """The sample X-ray at 1024x1024 (it ships at 512x512), a large image to resize."""
+    return Image.open(XRAY).convert("L").resize((1024, 1024), Image.Resampling.BICUBIC).convert(mode)
 FILTERS = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX,
            Image.Resampling.HAMMING, Image.Resampling.LANCZOS]
 BANDED_MODES = ["L", "RGB", "RGBA", "LA", "I", "F", "I;16", "CMYK", "YCbCr"]
@@ -281,7 +286,7 @@ def test_banded_resize_equals_image_resize_on_a_sweep(force_bands):
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "F"])
 def test_banded_resize_equals_image_resize_on_the_xray(force_bands, mode):
-    image = Image.open(XRAY).convert(mode)
+    image = large_xray(mode)
     cases = [((256, 256), f) for f in FILTERS] + [((512, 512), FILTERS[0]), ((256, 320), FILTERS[1]),
                                                    ((320, 256), FILTERS[4])]
     for out_size, resample in cases + ([((2048, 2048), FILTERS[0])] if mode == "L" else []):
@@ -332,7 +337,7 @@ def test_resize_bands_large_images_in_worker_threads(monkeypatch):
         return band(*args)
 
     monkeypatch.setattr(_resize, "_band", spy)
-    image = Image.open(XRAY).convert("RGB")
+    image = large_xray("RGB")
     assert_same_pil(MF.resize(image, 256), TF.resize(image, 256))
     assert sorted(span for _, span in calls) == [(0, 128), (128, 256)]
     assert {name.split("_")[0] for name, _ in calls} == {"MainThread", "model"}
@@ -342,7 +347,7 @@ def test_resize_bands_large_images_in_worker_threads(monkeypatch):
 def test_resize_makes_one_call_when_banding_is_off_small_or_inexact(monkeypatch, case):
     monkeypatch.setenv(_resize.ENV_THREADS, "1" if case == "threads=1" else "4")
     monkeypatch.setattr(_resize, "_band", lambda *args: pytest.fail("banded"))
-    image = Image.open(XRAY).convert(case if case in ("P", "1") else "RGB")
+    image = large_xray(case if case in ("P", "1") else "RGB")
     size, interpolation = {"small": ([64, 48], M.InterpolationMode.BICUBIC),
                            "nearest": (256, M.InterpolationMode.NEAREST),
                            "not dyadic": (224, M.InterpolationMode.BILINEAR)}.get(

@@ -83,3 +83,43 @@ def test_the_page_shows_the_parity_verdict_of_a_served_artifact(
             lambda driver: driver.find_element(By.ID, "parity").text)
         parity = browser.find_element(By.ID, "parity")
         assert parity.text == "Parity PASSED" and parity.get_attribute("class") == "passed"
+
+
+@pytest.mark.parametrize("page", ["/ml/ui", "/ml/ui/", "/ml/"])
+def test_the_page_works_mounted_under_a_prefix_in_flask(
+    browser: Any, chexnet_onnx_config: Path, page: str
+) -> None:
+    """The README's own mount: a Flask blueprint at url_prefix="/ml"; every call the page
+    makes must stay under the prefix (the host's /v2 does not exist)."""
+    import threading
+
+    flask = pytest.importorskip("flask")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from werkzeug.serving import make_server
+
+    from model_agnostic.adapters.flask_app import create_blueprint
+
+    app = flask.Flask("host")
+    app.register_blueprint(create_blueprint(build_dataplane(chexnet_onnx_config)), url_prefix="/ml")
+    seen: list[str] = []
+    app.before_request(lambda: seen.append(flask.request.path) and None)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}{page}")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda driver: Select(driver.find_element(By.ID, "model")).options)
+        wait.until(lambda driver: driver.find_element(By.ID, "parity").text)
+        browser.find_element(By.ID, "file").send_keys(str(XRAY))
+        browser.find_element(By.ID, "run").click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#result .finding")))
+    finally:
+        server.shutdown()
+        thread.join(10)
+    calls = [path for path in seen if path != page]
+    assert {"/ml/v2/repository/index", "/ml/v2/models/chexnet/versions/1",
+            "/ml/v2/models/chexnet/versions/1/predict"} <= set(calls)
+    assert all(path.startswith("/ml/") for path in calls), calls

@@ -57,7 +57,7 @@ def test_a_faithful_export_passes_every_stage(make_config: Callable[..., Path], 
 
 
 def test_parity_json_describes_the_files_on_disk(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from model_agnostic.export.artifact import file_digests
+    from model_agnostic.artifact import file_digests
 
     artifact = export_model(make_config(""), tmp_path / "artifact").artifact
     parity = json.loads((artifact / "parity.json").read_text())
@@ -246,7 +246,7 @@ def test_a_reference_that_cannot_be_imported_is_a_clear_error(
 def test_a_failed_export_leaves_the_previous_artifact_untouched(
     make_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from model_agnostic.export.artifact import file_digests, verify_checksums
+    from model_agnostic.artifact import file_digests, verify_checksums
 
     out = tmp_path / "a"
     assert main(["export", "--config", str(make_config("")), "--output", str(out)]) == EXIT_OK

@@ -22,7 +22,7 @@ from pathlib import Path
 from model_agnostic import load_model
 
 HERE = Path(__file__).resolve().parent
-XRAY = HERE / "data" / "chest_xray_00030605_000.jpg"
+XRAY = HERE / "data" / "nih_cxr14_00000001_000.png"
 
 
 def free_port() -> int:

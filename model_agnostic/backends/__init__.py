@@ -6,7 +6,7 @@ They sit side by side; :func:`bind` puts a user's hooks on top of one of them.
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 from ..errors import ConfigError, ModelLoadError
 from ..model import Model, _is_backend
@@ -26,9 +26,7 @@ def backend_class(name: str) -> type[Model]:
     try:
         target = BACKENDS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}"
-        ) from None
+        raise ConfigError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -45,7 +43,7 @@ def bind(hooks: type[Model], backend: str | type[Model]) -> type[Model]:
     return _bind(hooks.__dict__.get("hooks_class") or hooks, runner)  # a bound class rebinds
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bind(hooks: type[Model], runner: type[Model]) -> type[Model]:
     if not _is_backend(runner):
         raise ModelLoadError(f"{runner.__name__} is not a backend")
@@ -59,9 +57,7 @@ def _bind(hooks: type[Model], runner: type[Model]) -> type[Model]:
             f"{hooks.__name__} already runs on {bound[0]}; subclass model_agnostic.Model "
             "(not a backend class) to choose the backend at load time"
         )
-    if "create_model" in runner.__abstractmethods__ and (
-        hooks.create_model is Model.create_model
-    ):
+    if "create_model" in runner.__abstractmethods__ and (hooks.create_model is Model.create_model):
         raise ModelLoadError(
             f"{hooks.__name__} does not define create_model(), which the "
             f"{runner.backend_name} backend needs to build the network"

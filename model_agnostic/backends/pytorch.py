@@ -6,8 +6,8 @@ import hashlib
 import logging
 import os
 from abc import abstractmethod
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .. import rows
 from ..errors import (
     ConfigError,
     ModelLoadError,
@@ -26,12 +27,18 @@ from ..errors import (
     RemoteResponseError,
     RemoteStatusError,
     RemoteTimeoutError,
-    TensorSpecError,
 )
 from ..model import Arrays, Model
-from ..tensors import TensorSpec
+from ..protocol import (
+    HEADER_LENGTH,
+    decode_infer_response,
+    decode_v1_response,
+    encode_infer_request,
+    encode_v1_request,
+    specs_from_metadata,
+)
+from ..tensors import TensorSpec, describe_spec, is_fixed
 from .transport import HTTPTransport, MockTransport, Response, Transport
-from .v1_protocol import decode_v1_response, encode_v1_request
 
 __all__ = ["RemoteModel", "PROTOCOLS", "Transport", "HTTPTransport", "MockTransport", "Response"]
 
@@ -127,7 +134,9 @@ class RemoteModel(Model):
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -147,8 +156,6 @@ class RemoteModel(Model):
         return path
 
     def _load_v2_signature(self) -> None:
-        from ..serving.protocol import specs_from_metadata
-
         path = self._model_path()
         response = self._send("GET", path, None, {"Accept": "application/json"})
         if response.status == 404:
@@ -159,7 +166,10 @@ class RemoteModel(Model):
                 "and model_version"
             )
         doc = _json_body(_ok(response, self.url + path), self.url + path)
-        inputs, outputs = specs_from_metadata(doc)
+        try:
+            inputs, outputs = specs_from_metadata(doc)
+        except ProtocolError as exc:
+            raise RemoteResponseError(f"{self.url + path}: {exc}") from None
         self.inputs, self.outputs = self._adopt_names(inputs, outputs)
 
     def _adopt_names(
@@ -203,30 +213,22 @@ class RemoteModel(Model):
 
     # ---------------------------------------------------------------------- v2
     def _infer_v2(self, inputs: Arrays) -> Arrays:
-        from ..serving.protocol import (
-            HEADER_LENGTH,
-            check_inputs,
-            decode_infer_response,
-            encode_infer_request,
-        )
-
-        try:
-            check_inputs(inputs, self.inputs)
-        except ProtocolError as exc:
-            raise TensorSpecError(
-                f"the inputs do not fit remote model {self.model_name!r}: {exc}"
-            ) from exc
         body, headers = encode_infer_request(
-            inputs, binary=self.binary, outputs=list(self.output_names),
+            inputs,
+            binary=self.binary,
+            outputs=list(self.output_names),
             binary_outputs=self.binary,
         )
         path = self._model_path() + "/infer"
         where = self.url + path
         response = _ok(self._send("POST", path, body, headers), where)
-        outputs, meta = decode_infer_response(
-            response.body, response.headers.get(HEADER_LENGTH.lower())
-        )
-        result = _check_outputs(outputs, self.outputs, _rows(inputs), where)
+        try:
+            outputs, meta = decode_infer_response(
+                response.body, response.headers.get(HEADER_LENGTH.lower())
+            )
+        except ProtocolError as exc:
+            raise RemoteResponseError(f"malformed inference response: {exc}") from None
+        result = _check_outputs(outputs, self.outputs, rows.count(inputs), where)
         version = meta.get("model_version")
         self._local.model_version = None if version is None else str(version)
         return result
@@ -234,16 +236,17 @@ class RemoteModel(Model):
     # ---------------------------------------------------------------------- v1
     def _infer_v1(self, inputs: Arrays) -> Arrays:
         body = encode_v1_request(inputs, self.input_names)
-        rows = _rows(inputs)
+        count = rows.count(inputs)
         path = f"/v1/models/{quote(self.model_name, safe='')}"
         if self.model_version:
             path += f"/versions/{quote(self.model_version, safe='')}"
         path += ":predict"
         where = self.url + path
         response = _ok(self._send("POST", path, body, _JSON), where)
-        return decode_v1_response(
-            _json_body(response, where), self.outputs, rows, where
-        )
+        try:
+            return decode_v1_response(_json_body(response, where), self.outputs, count, where)
+        except ProtocolError as exc:
+            raise RemoteResponseError(str(exc)) from None
 
     # ----------------------------------------------------------------- sending
     def _send(
@@ -267,10 +270,8 @@ class RemoteModel(Model):
             ) from exc
 
 
-def _check_outputs(
-    outputs: Arrays, specs: Sequence[TensorSpec], rows: int, where: str
-) -> Arrays:
-    """The outputs ``specs`` names, each with ``rows`` rows and the spec's dtype and dims."""
+def _check_outputs(outputs: Arrays, specs: Sequence[TensorSpec], count: int, where: str) -> Arrays:
+    """The outputs ``specs`` names, each with ``count`` rows and the spec's dtype and dims."""
     result = {}
     for spec in specs:
         if spec.name not in outputs:
@@ -279,23 +280,24 @@ def _check_outputs(
             )
         array = outputs[spec.name]
         dims = spec.shape
-        fits = dims is None or (array.ndim == len(dims) and all(
-            not isinstance(want, int) or want < 0 or want == got
-            for want, got in zip(dims, array.shape)
-        ))
-        if array.ndim == 0 or array.shape[0] != rows or not fits or array.dtype != spec.dtype:
-            expected = "any shape" if dims is None else "[" + ", ".join(
-                str(d) if isinstance(d, int) and d >= 0 else "?" for d in dims) + "]"
+        fits = dims is None or (
+            array.ndim == len(dims)
+            and all(not is_fixed(want) or want == got for want, got in zip(dims, array.shape))
+        )
+        if array.ndim == 0 or array.shape[0] != count or not fits or array.dtype != spec.dtype:
             raise RemoteResponseError(
                 f"{where}: output {spec.name!r} came back as {list(array.shape)} "
-                f"{array.dtype}, expected {expected} {spec.dtype} with {rows} rows (the batch)"
+                f"{array.dtype}, expected {describe_spec(spec)} with {count} rows (the batch)"
             )
         result[spec.name] = array
     return result
 
 
 def _check_settings(
-    url: str, model_name: str, protocol: str, timeout_s: float,
+    url: str,
+    model_name: str,
+    protocol: str,
+    timeout_s: float,
     headers: Mapping[str, str] | None,
 ) -> None:
     if protocol not in PROTOCOLS:
@@ -306,21 +308,11 @@ def _check_settings(
         raise ConfigError(f"remote model_name must be a non-empty string, got {model_name!r}")
     if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise ConfigError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
-    bad = {k: v for k, v in (headers or {}).items() if not (
-        isinstance(k, str) and isinstance(v, str))}
+    bad = {
+        k: v for k, v in (headers or {}).items() if not (isinstance(k, str) and isinstance(v, str))
+    }
     if bad:
         raise ConfigError(f"remote headers must map strings to strings, got {bad!r}")
-
-
-def _rows(inputs: Arrays) -> int:
-    if not inputs:
-        raise TensorSpecError("got no inputs; pass {input_name: array}")
-    sizes = {name: np.shape(array)[0] if np.ndim(array) else 0 for name, array in inputs.items()}
-    if len(set(sizes.values())) != 1:
-        raise TensorSpecError(
-            f"inputs have different batch sizes {sizes}; every input needs the same leading axis"
-        )
-    return int(next(iter(sizes.values())))
 
 
 def _ok(response: Response, where: str) -> Response:

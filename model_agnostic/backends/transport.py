@@ -29,8 +29,12 @@ __all__ = ["Response", "Transport", "Handler", "HTTPTransport", "MockTransport",
 
 _CHUNK = 1 << 16
 #: What a reused keep-alive connection raises when the server closed it while it sat idle.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-          ConnectionAbortedError)
+_STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,11 @@ class Transport(Protocol):
     """Sends requests to one inference server; see :class:`HTTPTransport`."""
 
     def request(
-        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str],
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
         timeout: float,
     ) -> Response:
         """Send ``method path`` and return the answer within ``timeout`` seconds."""
@@ -72,7 +80,11 @@ class MockTransport:
         self.handler = handler
 
     def request(
-        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str],
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
         timeout: float,
     ) -> Response:
         return self.handler(method, path, body, dict(headers))
@@ -134,11 +146,22 @@ class HTTPTransport:
         self._ssl_context: Any = None
 
     def request(
-        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str],
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
         timeout: float,
     ) -> Response:
-        call = _Call(method, path, body, dict(headers), timeout, time.monotonic() + timeout,
-                     f"{method} {self.url}{path}")
+        call = _Call(
+            method,
+            path,
+            body,
+            dict(headers),
+            timeout,
+            time.monotonic() + timeout,
+            f"{method} {self.url}{path}",
+        )
         if not self._slots.acquire(timeout=timeout):
             raise RemoteTimeoutError(
                 f"all {self.max_connections} connections to {self.url} stayed busy for the "

@@ -50,40 +50,71 @@ def check_artifact(
     """Run the artifact in ``folder`` on ``samples`` in a torch-free process and compare
     its results with ``expected`` (the PyTorch model's); ``exact(i)`` gives sample i's
     result from float64 outputs, the referee for rounding."""
-    from .verify import compare_results
+    from .results import compare_results
 
     with tempfile.TemporaryDirectory(prefix="model-agnostic-artifact-") as scratch:
         inputs, output = Path(scratch) / "samples.pkl", Path(scratch) / "results.json"
         try:
             inputs.write_bytes(pickle.dumps(list(samples)))
         except Exception as exc:  # a sample object that cannot cross a process boundary
-            return StageReport("artifact", UNVERIFIED, reason=(
-                f"the samples cannot be passed to a fresh process ({type(exc).__name__}: "
-                f"{exc}); the artifact was not run"))
+            return StageReport(
+                "artifact",
+                UNVERIFIED,
+                reason=(
+                    f"the samples cannot be passed to a fresh process ({type(exc).__name__}: "
+                    f"{exc}); the artifact was not run"
+                ),
+            )
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(Path(folder).resolve()), str(inputs), str(output)],
-                capture_output=True, text=True, timeout=TIMEOUT_S, env=_child_env(),
+                [
+                    sys.executable,
+                    "-c",
+                    _CHILD,
+                    str(Path(folder).resolve()),
+                    str(inputs),
+                    str(output),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+                env=_child_env(),
             )
         except subprocess.TimeoutExpired:
-            return StageReport("artifact", FAIL, reason=(
-                f"loading and running the artifact took over {TIMEOUT_S:.0f} s; stopped"))
+            return StageReport(
+                "artifact",
+                FAIL,
+                reason=(f"loading and running the artifact took over {TIMEOUT_S:.0f} s; stopped"),
+            )
         if done.returncode != 0 or not output.is_file():
             tail = "\n".join(done.stderr.strip().splitlines()[-3:])
-            return StageReport("artifact", FAIL, reason=(
-                f"the artifact does not run without torch (exit {done.returncode}): {tail}"))
+            return StageReport(
+                "artifact",
+                FAIL,
+                reason=(
+                    f"the artifact does not run without torch (exit {done.returncode}): {tail}"
+                ),
+            )
         answer = json.loads(output.read_text())
     comparisons = [
         compare_results(name, want, got, tolerances, exact(i) if exact else None)
         for i, (name, want, got) in enumerate(zip(names, expected, answer["results"]))
     ]
     if len(answer["results"]) != len(expected):
-        comparisons.append(Comparison("results", math.inf, math.inf, FAIL,
-                                      f"{len(answer['results'])} results for {len(expected)} samples"))
+        comparisons.append(
+            Comparison(
+                "results",
+                math.inf,
+                math.inf,
+                FAIL,
+                f"{len(answer['results'])} results for {len(expected)} samples",
+            )
+        )
     stage = StageReport.from_comparisons("artifact", comparisons)
     stage.reason = stage.reason or (
         f"loaded from disk in a fresh process without torch ({answer['backend']}, "
-        f"{answer['seconds']:.2f} s)")
+        f"{answer['seconds']:.2f} s)"
+    )
     return stage
 
 
@@ -100,7 +131,7 @@ def _child(folder: str, inputs: str, output: str) -> int:
     import time
 
     from ..config import load_model
-    from .verify import leaves
+    from .results import leaves
 
     samples = pickle.loads(Path(inputs).read_bytes())  # written by our parent just now
     start = time.perf_counter()

@@ -39,7 +39,8 @@ class ExportFailure:
             else f"the forward of {self.module_type}"
         )
         op = f" uses '{self.op}', which" if self.op else ""
-        return f"{where}{op} cannot be exported: {self.message}. Fix: {suggest(self.op, self.module_type)}"
+        fix = suggest(self.op, self.module_type)
+        return f"{where}{op} cannot be exported: {self.message}. Fix: {fix}"
 
 
 def suggest(op: str, module_type: str) -> str:

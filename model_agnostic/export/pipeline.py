@@ -20,20 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import CHECKSUMS, file_digests, is_artifact
 from ..config import Config, import_model_class, import_object, load_config, load_model
 from ..errors import ConfigError, ExportError, ModelAgnosticError
 from ..images import load_image
 from ..model import Model
-from .artifact import (
-    CHECKSUMS,
-    encode_options,
-    file_digests,
-    is_artifact,
-    option_values,
-    write_artifact,
-    write_parity,
-    write_zip,
-)
+from .artifact import write_artifact, write_parity, write_zip
+from .options import encode_options, option_values
 from .report import STAGES, ParityReport, Tolerances
 from .to_onnx import DEFAULT_OPSET, EXPORTERS, check_settings, export_onnx
 from .verify import Reference, verify
@@ -41,7 +34,15 @@ from .verify import Reference, verify
 __all__ = ["ExportResult", "export_model", "generated_images", "load_reference", "verify_config"]
 
 Progress = Callable[[str], None]
-_TOLERANCE_KEYS = ("atol", "rtol", "preprocessing_atol", "topk", "noise_factor", "threshold", "task")
+_TOLERANCE_KEYS = (
+    "atol",
+    "rtol",
+    "preprocessing_atol",
+    "topk",
+    "noise_factor",
+    "threshold",
+    "task",
+)
 _TASKS = ("auto", "classification", "multilabel", "none")
 
 
@@ -90,22 +91,49 @@ def export_model(
     check_settings(export_kwargs["opset"], export_kwargs["exporter"])
     hooks = import_model_class(cfg.model_class, base_dir=cfg.path.parent)
     encode_options(option_values(hooks, cfg.options))  # refuse what the artifact cannot hold
-    reference = _timed(progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch"))
+    reference = _timed(
+        progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch")
+    )
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        _timed(progress, "exporting to ONNX", lambda: export_onnx(
-            reference, onnx_path, checked[0], check=False, **export_kwargs))
+        _timed(
+            progress,
+            "exporting to ONNX",
+            lambda: export_onnx(reference, onnx_path, checked[0], check=False, **export_kwargs),
+        )
         staging = _staging_folder(output)
         try:
-            _timed(progress, "writing the artifact (staging)", lambda: write_artifact(
-                reference, onnx_path, staging, export_settings=export_kwargs, serving=cfg.serving))
-            report = _timed(progress, "verifying parity, stage by stage", lambda: _verify(
-                cfg, reference, _on_onnx(reference, onnx_path, cfg), checked,
-                export_kwargs["dynamic_hw"], tolerances, pipeline, staging))
+            _timed(
+                progress,
+                "writing the artifact (staging)",
+                lambda: write_artifact(
+                    reference,
+                    onnx_path,
+                    staging,
+                    export_settings=export_kwargs,
+                    serving=cfg.serving,
+                    session=_session(cfg),
+                ),
+            )
+            report = _timed(
+                progress,
+                "verifying parity, stage by stage",
+                lambda: _verify(
+                    cfg,
+                    reference,
+                    _on_onnx(reference, onnx_path, cfg),
+                    checked,
+                    export_kwargs["dynamic_hw"],
+                    tolerances,
+                    pipeline,
+                    staging,
+                ),
+            )
             report.subject = {
-                "kind": "artifact", "files": file_digests(staging, skip=("parity.json",)),
+                "kind": "artifact",
+                "files": file_digests(staging, skip=("parity.json",)),
                 "note": "this report describes the artifact whose files have these SHA-256 "
-                        "digests; stage 'artifact' loaded it from disk without torch",
+                "digests; stage 'artifact' loaded it from disk without torch",
             }
             for flag_stages, flag, source in waivers:
                 report.waive(flag_stages, flag=flag, source=source, user=_user())
@@ -134,7 +162,9 @@ def verify_config(
     waivers = _waivers(cfg, allow_unverified, waiver_flag)
     tolerances, pipeline = _verify_settings(cfg)
     checked = _samples(cfg, None, samples)
-    reference = _timed(progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch"))
+    reference = _timed(
+        progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch")
+    )
     artifact = None
     if onnx is not None and is_artifact(onnx):
         artifact = Path(onnx)
@@ -145,12 +175,20 @@ def verify_config(
         if not path:
             raise ConfigError(f"{cfg.path}: verify needs --onnx or an [onnxruntime] path")
         candidate = _on_onnx(reference, path, cfg)
-        subject = {"kind": "onnx", "path": str(path),
-                   "note": "a bare ONNX file: no artifact stage (export or --onnx ARTIFACT runs it)"}
+        subject = {
+            "kind": "onnx",
+            "path": str(path),
+            "note": "a bare ONNX file: no artifact stage (export or --onnx ARTIFACT runs it)",
+        }
     specs = getattr(candidate, "inputs", [])
     dynamic = any(not isinstance(d, int) for spec in specs for d in spec.shape[2:])
-    report = _timed(progress, "verifying parity, stage by stage", lambda: _verify(
-        cfg, reference, candidate, checked, dynamic, tolerances, pipeline, artifact))
+    report = _timed(
+        progress,
+        "verifying parity, stage by stage",
+        lambda: _verify(
+            cfg, reference, candidate, checked, dynamic, tolerances, pipeline, artifact
+        ),
+    )
     report.subject = subject
     for flag_stages, flag, source in waivers:
         report.waive(flag_stages, flag=flag, source=source, user=_user())
@@ -170,10 +208,12 @@ def load_reference(cfg: Config) -> Reference | None:
     mode = cfg.verify.get("reference_input", "RGB")
     transform = import_object(spec, base_dir=cfg.path.parent, what="[verify] reference")
     if not callable(transform):
-        raise ConfigError(f"{cfg.path}: [verify] reference {spec!r} is a "
-                          f"{type(transform).__name__}, not a callable")
+        raise ConfigError(
+            f"{cfg.path}: [verify] reference {spec!r} is a "
+            f"{type(transform).__name__}, not a callable"
+        )
     if mode == "raw":
-        return transform  # type: ignore[no-any-return]
+        return transform
     return lambda raw: transform(load_image(raw, mode=mode))
 
 
@@ -198,11 +238,15 @@ def _check_target(output: Path, force: bool) -> None:
     if not output.exists() or (output.is_dir() and not any(output.iterdir())):
         return
     if not force:
-        raise ExportError(f"{output} exists; pass --force (force=True) to replace the artifact "
-                          "there once the new one has passed")
+        raise ExportError(
+            f"{output} exists; pass --force (force=True) to replace the artifact "
+            "there once the new one has passed"
+        )
     if not (output / CHECKSUMS).is_file():
-        raise ExportError(f"--force only replaces an artifact, and {output} is not one "
-                          f"(no {CHECKSUMS}); choose another output")
+        raise ExportError(
+            f"--force only replaces an artifact, and {output} is not one "
+            f"(no {CHECKSUMS}); choose another output"
+        )
 
 
 def _waivers(cfg: Config, given: Sequence[str], flag: str) -> list[tuple[list[str], str, str]]:
@@ -216,24 +260,31 @@ def _waivers(cfg: Config, given: Sequence[str], flag: str) -> list[tuple[list[st
     for stages, _, source in found:
         unknown = [s for s in stages if s not in (*STAGES, "all")]
         if unknown:
-            raise ConfigError(f"{source}: cannot waive {unknown}: stages are {list(STAGES)} "
-                              "(or 'all')")
-    return [([s], f"{flag}{' ' if flag.startswith('--') else ''}{s}", source)
-            for stages, flag, source in found for s in stages]
+            raise ConfigError(
+                f"{source}: cannot waive {unknown}: stages are {list(STAGES)} (or 'all')"
+            )
+    return [
+        ([s], f"{flag}{' ' if flag.startswith('--') else ''}{s}", source)
+        for stages, flag, source in found
+        for s in stages
+    ]
 
 
 def _verify_settings(cfg: Config) -> tuple[Tolerances, Reference | None]:
     settings = cfg.verify
     tolerances = Tolerances(**{k: settings[k] for k in _TOLERANCE_KEYS if k in settings})
     if tolerances.task not in _TASKS:
-        raise ConfigError(f"{cfg.path}: [verify] task must be one of {list(_TASKS)}, "
-                          f"got {tolerances.task!r}")
+        raise ConfigError(
+            f"{cfg.path}: [verify] task must be one of {list(_TASKS)}, got {tolerances.task!r}"
+        )
     mode = settings.get("reference_input", "RGB")
     from PIL import Image
 
     if mode != "raw" and mode not in Image.MODES:
-        raise ConfigError(f"{cfg.path}: [verify] reference_input must be 'raw' or a PIL mode "
-                          f"({', '.join(Image.MODES)}), got {mode!r}")
+        raise ConfigError(
+            f"{cfg.path}: [verify] reference_input must be 'raw' or a PIL mode "
+            f"({', '.join(Image.MODES)}), got {mode!r}"
+        )
     return tolerances, load_reference(cfg)
 
 
@@ -249,8 +300,14 @@ def _samples(cfg: Config, example: Any, given: Sequence[Any]) -> list[Any]:
 
 # ------------------------------------------------------------------ steps
 def _verify(
-    cfg: Config, reference: Model, candidate: Model, samples: list[Any], dynamic_hw: bool,
-    tolerances: Tolerances, pipeline: Reference | None, artifact: Path | None,
+    cfg: Config,
+    reference: Model,
+    candidate: Model,
+    samples: list[Any],
+    dynamic_hw: bool,
+    tolerances: Tolerances,
+    pipeline: Reference | None,
+    artifact: Path | None,
 ) -> ParityReport:
     settings = cfg.verify
     generated = generated_images(settings.get("generated", 4))
@@ -262,9 +319,15 @@ def _verify(
     ]
     sizes = settings.get("image_sizes") or ([(192, 160), (256, 288)] if dynamic_hw else [])
     return verify(
-        reference, candidate, [*samples, *generated], tolerances=tolerances,
-        batch_sizes=settings.get("batch_sizes", [1, 2, 4]), image_sizes=sizes,
-        sample_names=labels, reference_pipeline=pipeline, artifact=artifact,
+        reference,
+        candidate,
+        [*samples, *generated],
+        tolerances=tolerances,
+        batch_sizes=settings.get("batch_sizes", [1, 2, 4]),
+        image_sizes=sizes,
+        sample_names=labels,
+        reference_pipeline=pipeline,
+        artifact=artifact,
     )
 
 
@@ -304,13 +367,21 @@ def _takes_images(model: Model, image: Any) -> bool:
 
 def _on_onnx(reference: Model, path: str | os.PathLike[str], cfg: Config) -> Model:
     """The reference's hooks and options on ONNX Runtime, with the config's session
-    settings (``[onnxruntime]`` but its ``path``)."""
+    settings (:func:`_session`)."""
     hooks = type(reference).hooks_class or type(reference)
     runner: Any = hooks.with_backend("onnxruntime")
-    options = {name: getattr(reference, name) for name in reference.option_names()
-               if hasattr(reference, name)}
-    session = {k: v for k, v in cfg.backend_options("onnxruntime").items() if k != "path"}
-    return runner(path, **session, **options)  # type: ignore[no-any-return]
+    options = {
+        name: getattr(reference, name)
+        for name in reference.option_names()
+        if hasattr(reference, name)
+    }
+    return runner(path, **_session(cfg), **options)
+
+
+def _session(cfg: Config) -> dict[str, Any]:
+    """The config's ``[onnxruntime]`` settings but ``path``: what verify runs with, and
+    what the artifact ships (a deployment may override them: config.overrides)."""
+    return {k: v for k, v in cfg.backend_options("onnxruntime").items() if k != "path"}
 
 
 def _unique(samples: list[Any]) -> list[Any]:

@@ -44,8 +44,13 @@ Exact = Callable[[], "np.ndarray | None"]
 
 
 def compare(
-    name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float,
-    exact: Exact | None = None, factor: float = 4.0,
+    name: str,
+    got: np.ndarray,
+    want: np.ndarray,
+    atol: float,
+    rtol: float,
+    exact: Exact | None = None,
+    factor: float = 4.0,
 ) -> Comparison:
     """``got`` (candidate) against ``want`` (reference), refereed by ``exact()`` if needed.
 
@@ -69,19 +74,30 @@ def compare(
     if bool(within.all()):
         return Comparison(name, max_abs, max_rel, PASS)
     worst = _index(diff)
-    plain = (f"{int((~within).sum())} of {within.size} elements beyond {atol:g} + {rtol:g}"
-             f" * |expected|; worst at {worst}: {a[worst]:.7g} vs {b[worst]:.7g}")
+    plain = (
+        f"{int((~within).sum())} of {within.size} elements beyond {atol:g} + {rtol:g}"
+        f" * |expected|; worst at {worst}: {a[worst]:.7g} vs {b[worst]:.7g}"
+    )
     reference = exact() if exact is not None else None
     if reference is None or not bool(np.all(np.isfinite(a))) or not bool(np.all(np.isfinite(b))):
         why = "no float64 referee" if reference is None else "non-finite values"
         return Comparison(name, max_abs, max_rel, FAIL, f"{plain} ({why})")
-    return _referee(name, a, b, np.asarray(reference, np.float64), atol, rtol, factor,
-                    max_abs, max_rel, plain)
+    return _referee(
+        name, a, b, np.asarray(reference, np.float64), atol, rtol, factor, max_abs, max_rel, plain
+    )
 
 
 def _referee(
-    name: str, a: np.ndarray, b: np.ndarray, x: np.ndarray, atol: float, rtol: float,
-    factor: float, max_abs: float, max_rel: float, plain: str,
+    name: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    atol: float,
+    rtol: float,
+    factor: float,
+    max_abs: float,
+    max_rel: float,
+    plain: str,
 ) -> Comparison:
     if x.shape != b.shape or not bool(np.all(np.isfinite(x))):
         return Comparison(name, max_abs, max_rel, FAIL, f"{plain} (float64 run unusable)")
@@ -104,25 +120,44 @@ def _referee(
     }
     if bool(np.all(ours <= tolerance)):
         return Comparison(
-            name, max_abs, max_rel, PASS,
+            name,
+            max_abs,
+            max_rel,
+            PASS,
             "float32 rounding: the candidate is within tolerance of the float64 result "
-            f"everywhere, PyTorch float32 is not (off by up to {torch32.max():.3g})", numbers)
+            f"everywhere, PyTorch float32 is not (off by up to {torch32.max():.3g})",
+            numbers,
+        )
     if noisy >= CHAOS_SHARE:
         return Comparison(
-            name, max_abs, max_rel, UNVERIFIED,
+            name,
+            max_abs,
+            max_rel,
+            UNVERIFIED,
             f"{plain}; unverifiable: PyTorch float32 itself misses the tolerance against "
             f"float64 at {noisy:.0%} of elements (up to {torch32.max():.3g}), so float32 "
-            "cannot settle this input", numbers)
+            "cannot settle this input",
+            numbers,
+        )
     if float(ratio[worst]) <= 1.0:
         return Comparison(
-            name, max_abs, max_rel, PASS,
+            name,
+            max_abs,
+            max_rel,
+            PASS,
             f"float32 rounding: candidate within {factor:g}x PyTorch's own float32 error "
-            f"of float64 at every element (worst {ratio[worst]:.2f} of allowed)", numbers)
+            f"of float64 at every element (worst {ratio[worst]:.2f} of allowed)",
+            numbers,
+        )
     return Comparison(
-        name, max_abs, max_rel, FAIL,
+        name,
+        max_abs,
+        max_rel,
+        FAIL,
         f"{plain}; not float32 rounding: at {worst} the candidate is {ours[worst]:.3g} from "
         f"float64 where PyTorch float32 is {torch32[worst]:.3g} (allowed {allowed[worst]:.3g})",
-        numbers)
+        numbers,
+    )
 
 
 def noise_floor(noise: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -145,14 +180,18 @@ def float64_outputs(model: Model, arrays: Arrays) -> Arrays | None:
         return None
     import torch
 
-    tensors = [t for t in (*network.parameters(), *network.buffers())
-               if t.is_floating_point() and t.dtype != torch.float64]
+    tensors = [
+        t
+        for t in (*network.parameters(), *network.buffers())
+        if t.is_floating_point() and t.dtype != torch.float64
+    ]
     dtypes = [t.dtype for t in tensors]
     try:
         for tensor in tensors:
             tensor.data = tensor.data.to(torch.float64)
-        return model.infer({k: v.astype(np.float64) if v.dtype.kind == "f" else v
-                            for k, v in arrays.items()})
+        return model.infer(
+            {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+        )
     except Exception as exc:  # a forward that hard-codes float32, an op without float64
         log.info("float64 reference run failed: %s", exc)
         return None

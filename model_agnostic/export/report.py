@@ -10,13 +10,10 @@ artifact may then be written.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -29,9 +26,6 @@ __all__ = [
     "StageReport",
     "Tolerances",
     "Waiver",
-    "parity_parameters",
-    "read_parity",
-    "summarize",
 ]
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
@@ -88,7 +82,9 @@ class StageReport:
     reason: str = ""
 
     @classmethod
-    def from_comparisons(cls, stage: str, comparisons: list[Comparison], reason: str = "") -> StageReport:
+    def from_comparisons(
+        cls, stage: str, comparisons: list[Comparison], reason: str = ""
+    ) -> StageReport:
         """``fail`` if any comparison failed, else ``unverified`` if any could not decide,
         else ``pass`` (an empty stage is ``unverified``: nothing was checked)."""
         statuses = {c.status for c in comparisons}
@@ -98,9 +94,12 @@ class StageReport:
             status = UNVERIFIED
             if not reason:
                 undecided = [c for c in comparisons if c.status == UNVERIFIED]
-                reason = (f"{len(undecided)} of {len(comparisons)} comparisons could not be "
-                          f"decided, e.g. {undecided[0].name}: {undecided[0].note}"
-                          if undecided else "nothing was compared")
+                reason = (
+                    f"{len(undecided)} of {len(comparisons)} comparisons could not be "
+                    f"decided, e.g. {undecided[0].name}: {undecided[0].note}"
+                    if undecided
+                    else "nothing was compared"
+                )
         else:
             status = PASS
         return cls(stage, status, comparisons, reason)
@@ -188,7 +187,8 @@ class ParityReport:
         """Comparisons that passed only because the float64 referee called the gap rounding."""
         return [
             {"stage": stage.stage, "comparison": c.name, "max_abs": c.max_abs, **(c.referee or {})}
-            for stage in self.stages for c in stage.comparisons
+            for stage in self.stages
+            for c in stage.comparisons
             if c.status == PASS and c.referee is not None
         ]
 
@@ -206,10 +206,17 @@ class ParityReport:
             "tolerances": asdict(self.tolerances),
             "samples": self.samples,
             "stages": [
-                {"stage": s.stage, "status": s.status, "reason": s.reason,
-                 "max_abs": _finite(s.max_abs), "max_rel": _finite(s.max_rel),
-                 "comparisons": [{**asdict(c), "max_abs": _finite(c.max_abs),
-                                  "max_rel": _finite(c.max_rel)} for c in s.comparisons]}
+                {
+                    "stage": s.stage,
+                    "status": s.status,
+                    "reason": s.reason,
+                    "max_abs": _finite(s.max_abs),
+                    "max_rel": _finite(s.max_rel),
+                    "comparisons": [
+                        {**asdict(c), "max_abs": _finite(c.max_abs), "max_rel": _finite(c.max_rel)}
+                        for c in s.comparisons
+                    ],
+                }
                 for s in self.stages
             ],
         }
@@ -227,12 +234,15 @@ class ParityReport:
                 lines.append(f"           {stage.reason}")
             lines += [
                 f"           {c.name}: abs {c.max_abs:.3g} rel {c.max_rel:.3g} {c.note}".rstrip()
-                for c in stage.comparisons if c.status != PASS
+                for c in stage.comparisons
+                if c.status != PASS
             ][:10]
         referee = self.referee_waivers()
         if referee:
-            lines.append(f"float64 referee: {len(referee)} comparison(s) passed as float32 "
-                         "rounding (recorded with their numbers)")
+            lines.append(
+                f"float64 referee: {len(referee)} comparison(s) passed as float32 "
+                "rounding (recorded with their numbers)"
+            )
         lines.extend(_task_lines(self.task))
         lines.extend(self.verdict_lines())
         return "\n".join(lines)
@@ -243,14 +253,20 @@ class ParityReport:
             return ["parity PASSED"]
         if self.verdict == "failed":
             return [f"parity FAILED, first at {self.first_failure}"]
-        body = [f"parity UNVERIFIED: {len(self.unverified)} stage(s) not checked; this is NOT a pass"]
+        body = [
+            f"parity UNVERIFIED: {len(self.unverified)} stage(s) not checked; this is NOT a pass"
+        ]
         for stage in self.unverified:
             waiver = next((w for w in self.waivers if w.stage == stage.stage), None)
-            body += textwrap.wrap(f"{stage.stage}: {stage.reason}", 76,
-                                  initial_indent="  ", subsequent_indent="    ")
+            body += textwrap.wrap(
+                f"{stage.stage}: {stage.reason}", 76, initial_indent="  ", subsequent_indent="    "
+            )
             if waiver:
-                body.append(f"    waived by {waiver.flag} ({waiver.source}"
-                            + (f", user {waiver.user}" if waiver.user else "") + ")")
+                body.append(
+                    f"    waived by {waiver.flag} ({waiver.source}"
+                    + (f", user {waiver.user}" if waiver.user else "")
+                    + ")"
+                )
         if self.unwaived:
             names = " ".join(f"--allow-unverified {s.stage}" for s in self.unwaived)
             body += ["  check it (see docs/export.md), or waive it explicitly:", f"    {names}"]
@@ -264,77 +280,16 @@ def _task_lines(task: dict[str, Any]) -> list[str]:
         if counts.get("kind") == "classification":
             lines.append(
                 f"task {output}: top-1 agrees on {counts['top1_agree']}/{counts['rows']} rows, "
-                f"top-{counts['k']} on {counts['topk_agree']}/{counts['rows']}")
+                f"top-{counts['k']} on {counts['topk_agree']}/{counts['rows']}"
+            )
         elif counts.get("kind") == "multilabel":
             lines.append(
                 f"task {output}: {counts['flips']} of {counts['decisions']} decisions flipped "
-                f"at threshold {counts['threshold']:g}")
+                f"at threshold {counts['threshold']:g}"
+            )
     return lines
 
 
 def _finite(value: float) -> float | str:
     """JSON has no infinity: write it as the string "inf" (NaN as "nan")."""
     return value if math.isfinite(value) else str(value)
-
-
-def summarize(parity: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of a ``parity.json`` document, for inspect, the server and the web page.
-
-    A report from before three-verdict reports (no ``verdict`` key) counted skipped
-    stages as passed: it reads as ``unverified`` unless every stage really passed.
-    """
-    stages = parity.get("stages", [])
-    if "verdict" in parity:
-        verdict = parity["verdict"]
-        statuses = {s["stage"]: s["status"] for s in stages}
-    else:
-        old = {s["stage"]: s.get("passed") for s in stages}
-        statuses = {k: PASS if v is True else FAIL if v is False else UNVERIFIED
-                    for k, v in old.items()}
-        verdict = ("failed" if FAIL in statuses.values() else
-                   "passed" if statuses and all(v == PASS for v in statuses.values())
-                   else "unverified")
-    return {
-        "verdict": verdict,
-        "stages": statuses,
-        "unverified": parity.get("unverified", [
-            {"stage": k, "reason": "not checked (an older report)"}
-            for k, v in statuses.items() if v == UNVERIFIED]),
-        "waivers": parity.get("waivers", []),
-        "referee_waivers": parity.get("referee_waivers", []),
-        "first_failure": parity.get("first_failure"),
-    }
-
-
-def read_parity(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """:func:`summarize` of an artifact folder's ``parity.json`` (None if it has none)."""
-    path = Path(folder) / "parity.json"
-    if not path.is_file():
-        return None
-    try:
-        return summarize(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return {"verdict": "unverified", "stages": {}, "unverified": [
-            {"stage": "all", "reason": "parity.json is not a readable report"}],
-            "waivers": [], "referee_waivers": [], "first_failure": None}
-
-
-def parity_parameters(parity: dict[str, Any] | None) -> dict[str, str]:
-    """The verdict as Open Inference Protocol ``parameters`` (string values only)."""
-    if parity is None:
-        return {"parity": "unverified",
-                "parity_note": "no parity report: served from a config, not an exported artifact"}
-    parameters = {
-        "parity": parity["verdict"],
-        "parity_stages": ",".join(f"{k}={v}" for k, v in parity["stages"].items()),
-    }
-    if parity["unverified"]:
-        parameters["parity_unverified"] = "; ".join(
-            f"{u['stage']}: {u['reason']}" for u in parity["unverified"])
-    if parity["waivers"]:
-        parameters["parity_waived"] = "; ".join(
-            f"{w['stage']} by {w['flag']} ({w['source']}"
-            + (f", user {w['user']}" if w.get("user") else "") + ")" for w in parity["waivers"])
-    if parity["referee_waivers"]:
-        parameters["parity_referee_waivers"] = str(len(parity["referee_waivers"]))
-    return parameters

@@ -87,7 +87,9 @@ def export_onnx(
         arrays = {k: np.concatenate([v, v]) if v.shape[0] == 1 else v for k, v in arrays.items()}
     args = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in model.input_names)
     axes = _dynamic_axes(args, dynamic_batch, dynamic_hw)
-    used, fallbacks = _export_with_fallback(torch, network, args, model, path, opset, axes, exporter)
+    used, fallbacks = _export_with_fallback(
+        torch, network, args, model, path, opset, axes, exporter
+    )
     _stamp(path, model, used, opset, fallbacks)
     if check:
         _check_agrees(path, model, _probes(arrays, dynamic_batch, dynamic_hw), atol, rtol)
@@ -128,8 +130,14 @@ def _dynamic_axes(args: tuple, batch: bool, hw: bool) -> list[dict[int, str]]:
 
 
 def _export_with_fallback(
-    torch: Any, network: Any, args: tuple, model: Model, path: Path,
-    opset: int, axes: list[dict[int, str]], first: str,
+    torch: Any,
+    network: Any,
+    args: tuple,
+    model: Model,
+    path: Path,
+    opset: int,
+    axes: list[dict[int, str]],
+    first: str,
 ) -> tuple[str, list[dict[str, str]]]:
     """Export with ``first``, else the other exporter; returns the exporter that wrote
     ``path`` and each fallback taken (``{"exporter", "error"}``)."""
@@ -141,11 +149,15 @@ def _export_with_fallback(
                 _run_exporter(torch, name, network, args, model, path, opset, axes)
             written = graph_opset(path)
             if written != opset:
-                raise ExportError(f"it wrote opset {written} instead of the requested {opset} "
-                                  "(its version converter could not convert the graph)")
+                raise ExportError(
+                    f"it wrote opset {written} instead of the requested {opset} "
+                    "(its version converter could not convert the graph)"
+                )
         except Exception as exc:  # exporters raise many unrelated types
             errors.append({"exporter": name, "error": f"{type(exc).__name__}: {_reason(exc)}"})
-            log.warning("the %s exporter failed (%s); trying the next one", name, errors[-1]["error"])
+            log.warning(
+                "the %s exporter failed (%s); trying the next one", name, errors[-1]["error"]
+            )
             continue
         for warning in caught:  # e.g. TracerWarning: the trace may not generalise
             if not issubclass(warning.category, DeprecationWarning):
@@ -181,8 +193,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _run_exporter(
-    torch: Any, name: str, network: Any, args: tuple, model: Model, path: Path,
-    opset: int, axes: list[dict[int, str]],
+    torch: Any,
+    name: str,
+    network: Any,
+    args: tuple,
+    model: Model,
+    path: Path,
+    opset: int,
+    axes: list[dict[int, str]],
 ) -> None:
     names = {"input_names": list(model.input_names), "output_names": list(model.output_names)}
     if name == "dynamo":
@@ -190,17 +208,28 @@ def _run_exporter(
         dims |= {k: torch.export.Dim(k, min=8) for k in ("height", "width")}
         shapes = tuple({i: dims[label] for i, label in spec.items()} for spec in axes)
         torch.onnx.export(
-            network, args, str(path), dynamo=True, opset_version=opset,
+            network,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=opset,
             dynamic_shapes=shapes if any(axes) else None,
-            external_data=_parameter_bytes(network) > 2**31 - 2**27, verbose=False, **names,
+            external_data=_parameter_bytes(network) > 2**31 - 2**27,
+            verbose=False,
+            **names,
         )
         return
     dynamic = {n: spec for n, spec in zip(model.input_names, axes) if spec}
     if any(0 in spec for spec in axes):
         dynamic |= {n: {0: "batch"} for n in model.output_names}
     torch.onnx.export(
-        network, args, str(path), dynamo=False, opset_version=opset,
-        dynamic_axes=dynamic or None, **names,
+        network,
+        args,
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        dynamic_axes=dynamic or None,
+        **names,
     )
 
 
@@ -208,8 +237,9 @@ def _parameter_bytes(network: Any) -> int:
     return sum(t.numel() * t.element_size() for t in network.state_dict().values())
 
 
-def _stamp(path: Path, model: Model, exporter: str, opset: int,
-           fallbacks: list[dict[str, str]]) -> None:
+def _stamp(
+    path: Path, model: Model, exporter: str, opset: int, fallbacks: list[dict[str, str]]
+) -> None:
     """Add our metadata (what happened, read back from the file), gather any external
     weights into one ``<name>.data`` file, check."""
     import onnx
@@ -221,8 +251,9 @@ def _stamp(path: Path, model: Model, exporter: str, opset: int,
         "model_agnostic.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model_agnostic.weights": str(getattr(model, "weights_source", "unknown")),
         "model_agnostic.exporter": exporter,
-        "model_agnostic.opset": str(next(
-            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)),
+        "model_agnostic.opset": str(
+            next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
+        ),
         "model_agnostic.opset_requested": str(opset),
         "model_agnostic.fallbacks": json.dumps(fallbacks),
     }
@@ -234,8 +265,14 @@ def _stamp(path: Path, model: Model, exporter: str, opset: int,
     if scattered:  # over 2 GiB: the exporter wrote one file per tensor
         onnx.load_external_data_for_model(proto, str(path.parent))
         data = f"{path.name}.data"
-        onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=data, size_threshold=1024)
+        onnx.save(
+            proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data,
+            size_threshold=1024,
+        )
         for name in scattered - {data}:
             (path.parent / name).unlink(missing_ok=True)
     else:
@@ -251,8 +288,11 @@ def external_data_files(proto: Any) -> set[str]:
     place a tensor can sit (subgraphs and functions included)."""
     from ..onnx_safety import external_references
 
-    return {location for reference in external_references(proto)
-            if (location := reference.value("location"))}
+    return {
+        location
+        for reference in external_references(proto)
+        if (location := reference.value("location"))
+    }
 
 
 def _probes(arrays: Arrays, dynamic_batch: bool, dynamic_hw: bool) -> list[Arrays]:
@@ -277,13 +317,14 @@ def _probes(arrays: Arrays, dynamic_batch: bool, dynamic_hw: bool) -> list[Array
         first = next(iter(arrays.values()))
         if first.ndim == 4:
             height, width = first.shape[2:]
-            probes += [perturbed(2, (height + 13, width - 9)), perturbed(1, (height // 2 + 3, width))]
+            probes += [
+                perturbed(2, (height + 13, width - 9)),
+                perturbed(1, (height // 2 + 3, width)),
+            ]
     return probes
 
 
-def _check_agrees(
-    path: Path, model: Model, probes: list[Arrays], atol: float, rtol: float
-) -> None:
+def _check_agrees(path: Path, model: Model, probes: list[Arrays], atol: float, rtol: float) -> None:
     from ..backends.onnx_runtime import OnnxModel
     from .referee import lazy_float64
     from .report import FAIL, PASS, UNVERIFIED
@@ -291,7 +332,9 @@ def _check_agrees(
     try:
         session = OnnxModel(path)
     except Exception as exc:
-        raise ExportError(f"{path.name} was written but ONNX Runtime cannot load it: {exc}") from exc
+        raise ExportError(
+            f"{path.name} was written but ONNX Runtime cannot load it: {exc}"
+        ) from exc
     for arrays in probes:
         shapes = {k: v.shape for k, v in arrays.items()}
         expected = model.infer(arrays)
@@ -303,13 +346,27 @@ def _check_agrees(
             ) from exc
         exact = lazy_float64(model, arrays)
         for name, want in expected.items():
-            verdict = compare(f"output {name!r}", got[name], want, atol, rtol,
-                              lambda n=name: exact(n), FLOAT32_NOISE_FACTOR)
+            verdict = compare(
+                f"output {name!r}",
+                got[name],
+                want,
+                atol,
+                rtol,
+                lambda n=name, f=exact: f(n),  # type: ignore[misc]
+                FLOAT32_NOISE_FACTOR,
+            )
             if verdict.status == PASS and verdict.referee:
-                log.warning("%s: %s on inputs %s: %s", path.name, verdict.name, shapes, verdict.note)
+                log.warning(
+                    "%s: %s on inputs %s: %s", path.name, verdict.name, shapes, verdict.note
+                )
             elif verdict.status == UNVERIFIED:
-                log.warning("%s: %s on inputs %s: %s; the export is not proven on this input",
-                            path.name, verdict.name, shapes, verdict.note)
+                log.warning(
+                    "%s: %s on inputs %s: %s; the export is not proven on this input",
+                    path.name,
+                    verdict.name,
+                    shapes,
+                    verdict.note,
+                )
             elif verdict.status == FAIL:
                 raise ExportError(
                     f"{path.name}: {verdict.name} differs from PyTorch by {verdict.max_abs:.3g} "

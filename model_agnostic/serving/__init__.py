@@ -13,5 +13,16 @@ from .dataplane import DataPlane, Request, Response
 from .repository import ModelRepository, ServedVersion
 from .server import BackgroundServer, ServerOptions, build_dataplane, serve, wsgi_app
 
-__all__ = ["BackgroundServer", "Batcher", "DataPlane", "ModelRepository", "Request", "Response",
-           "ServedVersion", "ServerOptions", "build_dataplane", "serve", "wsgi_app"]
+__all__ = [
+    "BackgroundServer",
+    "Batcher",
+    "DataPlane",
+    "ModelRepository",
+    "Request",
+    "Response",
+    "ServedVersion",
+    "ServerOptions",
+    "build_dataplane",
+    "serve",
+    "wsgi_app",
+]

@@ -8,7 +8,6 @@ library are used.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
@@ -18,52 +17,89 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import (
-    ConfigError,
-    InferenceError,
-    ModelAgnosticError,
-    ProtocolError,
-    QueueFullError,
-    ServingError,
-)
+from .. import rows as batch_axis
+from ..errors import ConfigError, QueueFullError, ServingError, TensorSpecError
+from ..model import Model
+from .batch_calls import BatchObserver, NullObserver, report_to, run_merged, wrap_error
 
-__all__ = ["BatchObserver", "Batcher", "NullObserver", "run_merged"]
+__all__ = [
+    "DEFAULTS",
+    "BatchObserver",
+    "Batcher",
+    "NullObserver",
+    "Runner",
+    "batch_limit",
+    "batch_options",
+    "request_key",
+    "run_merged",
+]
 
 Arrays = dict[str, np.ndarray]
 InferFn = Callable[[Arrays], Arrays]
+RequestKey = frozenset[tuple[str, np.dtype, tuple[int, ...]]]
+
+#: ``[serving]`` defaults: adaptive batching on, up to 32 rows, 2 ms wait, 256 waiting.
+DEFAULTS: dict[str, Any] = {
+    "batching": True,
+    "max_batch_size": 32,
+    "max_queue_delay_ms": 2.0,
+    "max_queue_size": 256,
+}
+
+
+class Runner(Protocol):
+    """What the data plane runs a served version's requests through (our
+    :class:`Batcher`, or the Ray adapter's ``@serve.batch`` runner)."""
+
+    def infer(self, inputs: Mapping[str, np.ndarray], timeout: float | None = None) -> Arrays:
+        """Run one request's arrays (possibly merged with others); its own output rows."""
+
+    def close(self) -> None:
+        """Stop taking requests (the repository calls it when the version is unloaded)."""
+
+
+def batch_options(served_options: Mapping[str, Any], model: Model, name: str) -> dict[str, Any]:
+    """A version's ``[serving]`` options over :data:`DEFAULTS`, checked; ``max_batch_size``
+    capped by the graph's fixed batch axis (:func:`batch_limit`)."""
+    options = {**DEFAULTS, **served_options}
+    limit = batch_limit(model)
+    options["max_batch_size"] = min(
+        int(options["max_batch_size"]), limit or int(options["max_batch_size"])
+    )
+    if (
+        options["max_batch_size"] < 1
+        or options["max_queue_size"] < 1
+        or options["max_queue_delay_ms"] < 0
+    ):
+        raise ConfigError(
+            f"model {name!r}: [serving] max_batch_size and max_queue_size must "
+            "be >= 1 and max_queue_delay_ms >= 0"
+        )
+    return options
+
+
+def batch_limit(model: Model) -> int | None:
+    """The graph's fixed batch size, if its batch axis is not dynamic."""
+    fixed = [
+        s.shape[0]
+        for s in model.input_specs() or []
+        if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0
+    ]
+    return min(fixed) if fixed else None
+
 
 _log = logging.getLogger(__name__)
-
-
-class BatchObserver(Protocol):
-    """What a :class:`Batcher` reports to (metrics). Implementations must be thread-safe."""
-
-    def batch(self, rows: int, requests: int, seconds: float) -> None:
-        """One backend call: ``rows`` on the batch axis, ``requests`` merged, ``seconds`` taken."""
-
-    def queue_wait(self, seconds: float) -> None:
-        """One request waited ``seconds`` from its arrival until its batch started."""
-
-
-class NullObserver:
-    """A :class:`BatchObserver` that records nothing (the default)."""
-
-    def batch(self, rows: int, requests: int, seconds: float) -> None:
-        """Ignore a backend call."""
-
-    def queue_wait(self, seconds: float) -> None:
-        """Ignore a queue wait."""
 
 
 @dataclass(eq=False)
 class _Request:
     inputs: Arrays
     rows: int
-    key: frozenset[tuple[str, np.dtype, tuple[int, ...]]]
+    key: RequestKey
     arrival: float
     future: Future[Arrays] = field(default_factory=Future)
 
@@ -72,7 +108,7 @@ class Batcher:
     """Merge concurrent requests for one model into batched ``infer`` calls.
 
     Every input array has a leading batch axis; a request's *rows* is that axis length, and
-    all inputs of one request must agree on it (else :class:`ProtocolError`, HTTP 400).
+    all inputs of one request must agree on it (else :class:`TensorSpecError`, HTTP 400).
     One daemon worker thread, named ``model_agnostic-batcher-{name}``, is started lazily on
     the first :meth:`submit` (never at import or construction).
 
@@ -140,11 +176,11 @@ class Batcher:
     def submit(self, inputs: Mapping[str, np.ndarray]) -> Future[Arrays]:
         """Queue one request; the future resolves to its own rows of every output.
 
-        Raises :class:`ProtocolError` (400) for malformed inputs, :class:`QueueFullError`
+        Raises :class:`TensorSpecError` (400) for malformed inputs, :class:`QueueFullError`
         (503) when ``max_queue_size`` requests already wait, and :class:`ServingError` (503)
         after :meth:`close`.
         """
-        rows, key = _describe(inputs)
+        rows, key = request_key(inputs)
         request = _Request(dict(inputs), rows, key, time.monotonic())
         with self._cond:
             if self._closed:
@@ -213,7 +249,7 @@ class Batcher:
             except BaseException as exc:  # keep serving; never leave a caller hanging
                 for request in batch:
                     if not request.future.done():
-                        request.future.set_exception(_wrap(self.name, exc, len(batch)))
+                        request.future.set_exception(wrap_error(self.name, exc, len(batch)))
                 if not isinstance(exc, Exception):
                     raise
                 _log.exception("batcher %r: unexpected error in the worker", self.name)
@@ -280,9 +316,13 @@ class Batcher:
             return
         started = time.monotonic()
         for request in live:
-            _report(self._observer.queue_wait, self.name, started - request.arrival)
-        outcomes = run_merged(self._infer, self.name,
-                              [(request.inputs, request.rows) for request in live], self._observer)
+            report_to(self._observer.queue_wait, self.name, started - request.arrival)
+        outcomes = run_merged(
+            self._infer,
+            self.name,
+            [(request.inputs, request.rows) for request in live],
+            self._observer,
+        )
         for request, outcome in zip(live, outcomes):
             if isinstance(outcome, BaseException):
                 request.future.set_exception(outcome)
@@ -299,88 +339,6 @@ class Batcher:
     def _fail_closed(self, request: _Request) -> None:
         if request.future.set_running_or_notify_cancel():
             request.future.set_exception(self._closed_error())
-
-
-def run_merged(infer: Callable[[Arrays], Arrays], name: str, batch: list[tuple[Arrays, int]],
-               observer: BatchObserver) -> list[Arrays | BaseException]:
-    """Run several requests' ``(inputs, rows)`` as one backend call (concatenated along axis
-    0) and split the outputs back by rows; one outcome per request, in order. If the merged
-    call fails, each request runs alone so only the culprit fails."""
-    if len(batch) == 1:
-        return [_run_alone(infer, name, *batch[0], observer)]
-    sizes = [rows for _, rows in batch]
-    merged = {key: np.concatenate([inputs[key] for inputs, _ in batch], axis=0)
-              for key in batch[0][0]}
-    try:
-        outputs = _timed_call(infer, name, merged, sizes, observer)
-    except Exception:  # noqa: BLE001 - any failure: retry each request alone
-        return [_run_alone(infer, name, inputs, rows, observer) for inputs, rows in batch]
-    try:
-        return list(_split(name, outputs, sizes))
-    except InferenceError as exc:  # each caller gets its own exception object
-        return [InferenceError(str(exc)) for _ in batch]
-
-
-def _run_alone(infer: Callable[[Arrays], Arrays], name: str, inputs: Arrays, rows: int,
-               observer: BatchObserver) -> Arrays | BaseException:
-    try:
-        return _split(name, _timed_call(infer, name, inputs, [rows], observer), [rows])[0]
-    except Exception as exc:  # noqa: BLE001 - handed to this request's caller
-        return _wrap(name, exc, 1)
-
-
-def _wrap(name: str, exc: BaseException, requests: int) -> BaseException:
-    if isinstance(exc, ModelAgnosticError):
-        return exc
-    error = InferenceError(
-        f"model {name!r} failed while running a batch of {requests} request(s): "
-        f"{type(exc).__name__}: {exc}"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _timed_call(infer: Callable[[Arrays], Arrays], name: str, inputs: Arrays,
-                sizes: list[int], observer: BatchObserver) -> Arrays:
-    """One backend call, timed and reported to the observer."""
-    start = time.monotonic()
-    try:
-        return infer(inputs)
-    finally:
-        _report(observer.batch, name, sum(sizes), len(sizes), time.monotonic() - start)
-
-
-def _split(name: str, outputs: object, sizes: list[int]) -> list[Arrays]:
-    """Check every output kept the batch axis and cut it back into per-request rows."""
-    total = sum(sizes)
-    if not isinstance(outputs, Mapping):
-        raise InferenceError(
-            f"model {name!r}: infer returned {type(outputs).__name__}, "
-            "expected a dict of output name -> numpy array"
-        )
-    for key, value in outputs.items():
-        if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != total:
-            shape = getattr(value, "shape", type(value).__name__)
-            raise InferenceError(
-                f"model {name!r}: output {key!r} did not keep the batch axis: it has "
-                f"shape {shape}, expected a leading dimension of {total} (the rows of the "
-                f"{len(sizes)} request(s) in this call); batching needs every output to "
-                "keep the inputs' batch axis"
-            )
-    if len(sizes) == 1:
-        return [dict(outputs)]
-    bounds = np.cumsum([0, *sizes]).tolist()
-    return [
-        {key: value[start:stop] for key, value in outputs.items()}
-        for start, stop in itertools.pairwise(bounds)
-    ]
-
-
-def _report(method: Callable[..., None], name: str, *args: float) -> None:
-    try:
-        method(*args)
-    except Exception:  # noqa: BLE001 - a broken metrics hook must not fail requests
-        _log.exception("batcher %r: observer %r failed", name, method)
 
 
 def _check_settings(
@@ -401,33 +359,20 @@ def _check_settings(
         raise ConfigError(f"name must be a non-empty string, got {name!r}")
 
 
-def _describe(
-    inputs: Mapping[str, np.ndarray],
-) -> tuple[int, frozenset[tuple[str, np.dtype, tuple[int, ...]]]]:
-    """Return a request's rows and its merge key; raise ProtocolError if it is malformed."""
+def request_key(inputs: Mapping[str, np.ndarray]) -> tuple[int, RequestKey]:
+    """A request's rows and its merge key (input names, dtypes, non-batch shapes); raise
+    :class:`TensorSpecError` if it is malformed."""
     if not isinstance(inputs, Mapping) or not inputs:
-        raise ProtocolError(
+        raise TensorSpecError(
             f"a request needs at least one input: expected a non-empty dict of "
             f"name -> numpy array, got {inputs!r:.80}"
         )
-    rows: int | None = None
-    first = ""
     for name, array in inputs.items():
         if not isinstance(name, str) or not isinstance(array, np.ndarray):
-            raise ProtocolError(
+            raise TensorSpecError(
                 f"input {name!r} is a {type(array).__name__}; expected a numpy array "
                 "under a string name"
             )
-        if array.ndim == 0:
-            raise ProtocolError(
-                f"input {name!r} is a scalar; expected an array whose first axis is the batch"
-            )
-        if rows is None:
-            rows, first = array.shape[0], name
-        elif array.shape[0] != rows:
-            raise ProtocolError(
-                f"inputs disagree on the batch size: {name!r} has {array.shape[0]} rows but "
-                f"{first!r} has {rows}; every input needs the same leading dimension"
-            )
+    count = batch_axis.count(inputs)
     key = frozenset((name, array.dtype, array.shape[1:]) for name, array in inputs.items())
-    return int(rows or 0), key
+    return count, key

@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ConfigError, ModelAgnosticError, ServingError
-from ..export.report import parity_parameters
+from .. import __version__, protocol
+from ..errors import ConfigError, ModelAgnosticError, ProtocolError, ServingError
 from ..images import DEFAULT_MAX_PIXELS
 from ..model import Arrays, Model
-from ..tensors import TensorSpec
-from . import protocol
+from ..tensors import TensorSpec, check_arrays
 from .metrics import Metrics
 from .repository import ModelRepository, ServedVersion
 from .uploads import check_pixels, read_upload
@@ -81,8 +79,10 @@ def signature(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if isinstance(inputs, list) and isinstance(outputs, list):
         return inputs, outputs
     f32 = np.dtype(np.float32)
-    return ([TensorSpec(n, f32, None) for n in model.input_names],  # type: ignore[arg-type]
-            [TensorSpec(n, f32, None) for n in model.output_names])  # type: ignore[arg-type]
+    return (
+        [TensorSpec(n, f32, None) for n in model.input_names],
+        [TensorSpec(n, f32, None) for n in model.output_names],
+    )
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,16 @@ class DataPlane:
         model_control: serve ``POST /v2/repository/models/{name}/load|unload`` (403 if off).
     """
 
-    def __init__(self, repository: ModelRepository, *, metrics: Metrics | None = None,
-                 limits: Limits | None = None, ui: bytes | None = None,
-                 auth_token: str | None = None, model_control: bool = False) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        metrics: Metrics | None = None,
+        limits: Limits | None = None,
+        ui: bytes | None = None,
+        auth_token: str | None = None,
+        model_control: bool = False,
+    ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.limits = limits or Limits()
@@ -135,8 +142,11 @@ class DataPlane:
             ("GET", re.compile(r"/v2/health/ready"), self.ready),
             ("GET", re.compile(r"/v2"), self.server_metadata),
             ("POST", re.compile(r"/v2/repository/index"), self.index),
-            ("POST", re.compile(rf"/v2/repository/models/{_NAME}/(?P<action>load|unload)"),
-             self.control),
+            (
+                "POST",
+                re.compile(rf"/v2/repository/models/{_NAME}/(?P<action>load|unload)"),
+                self.control,
+            ),
             ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), self.model_metadata),
             ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), self.model_ready),
             ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), self.infer),
@@ -169,8 +179,10 @@ class DataPlane:
     def _too_large(self, length: int) -> Response | None:
         if length <= self.max_request_bytes:
             return None
-        return Response.error(f"request body of {length} bytes is over the limit of "
-                              f"{self.max_request_bytes} bytes", 413)
+        return Response.error(
+            f"request body of {length} bytes is over the limit of {self.max_request_bytes} bytes",
+            413,
+        )
 
     # ----------------------------------------------------------------- routing
     def handle(self, request: Request) -> Response:
@@ -191,18 +203,24 @@ class DataPlane:
             if match is None:
                 continue
             if method != request.method.upper() and not (
-                    method == "GET" and request.method.upper() == "HEAD"):
+                method == "GET" and request.method.upper() == "HEAD"
+            ):
                 allowed.append(method)
                 continue
             return self._call(handler, request, match.groupdict())
         if allowed:
-            return Response.error(f"{request.method} is not allowed on {path}; "
-                                  f"use {' or '.join(sorted(set(allowed)))}", 405)
-        return Response.error(f"no endpoint {path}; see /openapi.json for what this server "
-                              "serves", 404)
+            return Response.error(
+                f"{request.method} is not allowed on {path}; "
+                f"use {' or '.join(sorted(set(allowed)))}",
+                405,
+            )
+        return Response.error(
+            f"no endpoint {path}; see /openapi.json for what this server serves", 404
+        )
 
-    def _call(self, handler: Callable[..., Response], request: Request,
-              params: dict[str, str | None]) -> Response:
+    def _call(
+        self, handler: Callable[..., Response], request: Request, params: dict[str, str | None]
+    ) -> Response:
         too_large = self._too_large(len(request.body))
         if too_large is not None:
             return too_large
@@ -236,28 +254,39 @@ class DataPlane:
         return Response.json({"ready": ready}, 200 if ready else 503)
 
     def server_metadata(self, request: Request) -> Response:
-        return Response.json({"name": "model_agnostic", "version": __version__,
-                              "extensions": EXTENSIONS})
+        return Response.json(
+            {"name": "model_agnostic", "version": __version__, "extensions": EXTENSIONS}
+        )
 
     def index(self, request: Request) -> Response:
         """Triton's repository index: every model with its served versions."""
-        return Response.json([  # one snapshot, so versions and state agree
-            {"name": name, "versions": details["served"],
-             "state": "READY" if details["served"] else "UNAVAILABLE", "details": details}
-            for name, details in self.repository.status().items()
-        ])
+        return Response.json(
+            [  # one snapshot, so versions and state agree
+                {
+                    "name": name,
+                    "versions": details["served"],
+                    "state": "READY" if details["served"] else "UNAVAILABLE",
+                    "details": details,
+                }
+                for name, details in self.repository.status().items()
+            ]
+        )
 
     def control(self, request: Request, name: str, action: str) -> Response:
         """Triton's model control: load (rescan now) or unload a model; off by default."""
         if not self.model_control:
-            raise ServingError("model control is off on this server; start it with "
-                               "[server] model_control = true (and an auth_token)", 403)
+            raise ServingError(
+                "model control is off on this server; start it with "
+                "[server] model_control = true (and an auth_token)",
+                403,
+            )
         if action == "load":
             self.repository.load(name)
         else:
             self.repository.unload(name)
-        return Response.json({"name": name, "action": action,
-                              "versions": self.repository.ready_versions(name)})
+        return Response.json(
+            {"name": name, "action": action, "versions": self.repository.ready_versions(name)}
+        )
 
     # ------------------------------------------------------------------ models
     def model_metadata(self, request: Request, name: str, version: str | None) -> Response:
@@ -265,8 +294,9 @@ class DataPlane:
             inputs, outputs = signature(served.model)
             versions = [version] if version else self.repository.ready_versions(name)
             document = protocol.model_metadata(
-                name, versions, _platform(served.model), inputs, outputs)
-            document["parameters"] = parity_parameters(served.model.artifact_parity)
+                name, versions, _platform(served.model), inputs, outputs
+            )
+            document["parameters"] = _parity_parameters(served.model.artifact_parity)
             return Response.json(document)
 
     def model_ready(self, request: Request, name: str, version: str | None) -> Response:
@@ -282,10 +312,13 @@ class DataPlane:
         with self._serving(name, version, "infer") as served:
             inputs, _ = signature(served.model)
             decoded = protocol.decode_infer_request(
-                request.body, request.header(protocol.HEADER_LENGTH),
-                max_elements=self.limits.max_elements, max_depth=self.limits.max_json_depth,
-                raw_input=inputs[0] if len(inputs) == 1 else None)
-            protocol.check_inputs(decoded.inputs, inputs)
+                request.body,
+                request.header(protocol.HEADER_LENGTH),
+                max_elements=self.limits.max_elements,
+                max_depth=self.limits.max_json_depth,
+                raw_input=inputs[0] if len(inputs) == 1 else None,
+            )
+            check_arrays(inputs, decoded.inputs, "the request", protocol.datatype_of)
             outputs = self._run(served, decoded.inputs)
             body, headers = protocol.encode_infer_response(name, served.version, decoded, outputs)
             return Response(200, body, headers)
@@ -297,10 +330,16 @@ class DataPlane:
             raw = read_upload(request.body, request.header("Content-Type"))
             check_pixels(raw, self.limits.max_image_pixels)
             arrays = served.model.prepare(raw)
+            served.model.check_inputs(arrays)
             result = served.model.process_result(self._run(served, arrays))
-            return Response.json({
-                "model_name": name, "model_version": served.version, "result": result,
-                "latency_ms": round((time.perf_counter() - started) * 1e3, 3)})
+            return Response.json(
+                {
+                    "model_name": name,
+                    "model_version": served.version,
+                    "result": result,
+                    "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+                }
+            )
 
     @contextmanager
     def _serving(self, name: str, version: str | None, endpoint: str) -> Iterator[ServedVersion]:
@@ -316,8 +355,9 @@ class DataPlane:
                 raise
             finally:
                 if self.metrics is not None:
-                    self.metrics.request(served.name, served.version, endpoint, status,
-                                         time.perf_counter() - started)
+                    self.metrics.request(
+                        served.name, served.version, endpoint, status, time.perf_counter() - started
+                    )
 
     def _run(self, served: ServedVersion, arrays: Arrays) -> Arrays:
         runner = served.runner
@@ -349,9 +389,9 @@ class DataPlane:
 
 
 def _status_of(error: ModelAgnosticError) -> int:
-    """The HTTP status of an error raised on purpose: a serving error's own, else 400 (the
-    client's input: a bad image, wrong arrays)."""
-    return error.status if isinstance(error, ServingError) else 400
+    """The HTTP status of an error raised on purpose: a serving or protocol error's own,
+    else 400 (the client's input: a bad image, wrong arrays)."""
+    return error.status if isinstance(error, (ServingError, ProtocolError)) else 400
 
 
 class Unauthorized(ServingError):
@@ -360,9 +400,39 @@ class Unauthorized(ServingError):
     status = 401
 
 
+def _parity_parameters(parity: dict[str, Any] | None) -> dict[str, str]:
+    """The verdict as Open Inference Protocol ``parameters`` (string values only)."""
+    if parity is None:
+        return {
+            "parity": "unverified",
+            "parity_note": "no parity report: served from a config, not an exported artifact",
+        }
+    parameters = {
+        "parity": parity["verdict"],
+        "parity_stages": ",".join(f"{k}={v}" for k, v in parity["stages"].items()),
+    }
+    if parity["unverified"]:
+        parameters["parity_unverified"] = "; ".join(
+            f"{u['stage']}: {u['reason']}" for u in parity["unverified"]
+        )
+    if parity["waivers"]:
+        parameters["parity_waived"] = "; ".join(
+            f"{w['stage']} by {w['flag']} ({w['source']}"
+            + (f", user {w['user']}" if w.get("user") else "")
+            + ")"
+            for w in parity["waivers"]
+        )
+    if parity["referee_waivers"]:
+        parameters["parity_referee_waivers"] = str(len(parity["referee_waivers"]))
+    return parameters
+
+
 def _platform(model: Model) -> str:
-    return {"onnxruntime": "onnxruntime_onnx", "pytorch": "pytorch_libtorch",
-            "remote": "remote"}.get(model.backend_name, model.backend_name or "unknown")
+    return {
+        "onnxruntime": "onnxruntime_onnx",
+        "pytorch": "pytorch_libtorch",
+        "remote": "remote",
+    }.get(model.backend_name, model.backend_name or "unknown")
 
 
 def _jsonable(value: Any) -> Any:
@@ -371,5 +441,7 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    raise TypeError(f"process_result returned {type(value).__name__}, which is not JSON "
-                    "serialisable; return dicts, lists, str, numbers or numpy values")
+    raise TypeError(
+        f"process_result returned {type(value).__name__}, which is not JSON "
+        "serialisable; return dicts, lists, str, numbers or numpy values"
+    )

@@ -22,24 +22,44 @@ class Metrics:
         self._prom = prom
         self.registry = prom.CollectorRegistry()
         reg = {"registry": self.registry, "namespace": "model_agnostic"}
-        self.requests = prom.Counter("requests", "Requests answered, by model, version, "
-                                     "endpoint and HTTP status",
-                                     ["model", "version", "endpoint", "status"], **reg)
-        self.latency = prom.Histogram("request_duration_seconds", "Time to answer a request",
-                                      ["model", "endpoint"], buckets=_LATENCY, **reg)
-        self.queue_wait = prom.Histogram("queue_wait_seconds", "Arrival to batch start",
-                                         ["model"], buckets=_LATENCY, **reg)
-        self.batch_rows = prom.Histogram("batch_size", "Rows (batch-axis entries) per "
-                                         "backend call", ["model"], buckets=_ROWS, **reg)
-        self.batch_requests = prom.Histogram("batch_requests", "Requests merged into one "
-                                             "backend call", ["model"], buckets=_ROWS, **reg)
-        self.infer_seconds = prom.Histogram("backend_call_seconds", "Time of one backend call",
-                                            ["model"], buckets=_LATENCY, **reg)
-        self.in_flight = prom.Gauge("inflight_requests", "Requests being answered",
-                                    ["model", "version"], **reg)
+        self.requests = prom.Counter(
+            "requests",
+            "Requests answered, by model, version, endpoint and HTTP status",
+            ["model", "version", "endpoint", "status"],
+            **reg,
+        )
+        self.latency = prom.Histogram(
+            "request_duration_seconds",
+            "Time to answer a request",
+            ["model", "endpoint"],
+            buckets=_LATENCY,
+            **reg,
+        )
+        self.queue_wait = prom.Histogram(
+            "queue_wait_seconds", "Arrival to batch start", ["model"], buckets=_LATENCY, **reg
+        )
+        self.batch_rows = prom.Histogram(
+            "batch_size",
+            "Rows (batch-axis entries) per backend call",
+            ["model"],
+            buckets=_ROWS,
+            **reg,
+        )
+        self.batch_requests = prom.Histogram(
+            "batch_requests",
+            "Requests merged into one backend call",
+            ["model"],
+            buckets=_ROWS,
+            **reg,
+        )
+        self.infer_seconds = prom.Histogram(
+            "backend_call_seconds", "Time of one backend call", ["model"], buckets=_LATENCY, **reg
+        )
+        self.in_flight = prom.Gauge(
+            "inflight_requests", "Requests being answered", ["model", "version"], **reg
+        )
 
-    def request(self, model: str, version: str, endpoint: str, status: int,
-                seconds: float) -> None:
+    def request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, version, endpoint, str(status)).inc()
         self.latency.labels(model, endpoint).observe(seconds)
 

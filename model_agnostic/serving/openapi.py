@@ -9,21 +9,44 @@ from .. import __version__
 
 __all__ = ["document"]
 
-_ERROR = {"description": "error", "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_ERROR = {
+    "description": "error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
 _OBJECT = {"type": "object"}
-_INDEX = {"type": "array", "items": {"type": "object", "properties": {
-    "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
-    "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
-    "details": {"type": "object"}}, "required": ["name", "versions", "state"]}}
+_INDEX = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+            "details": {"type": "object"},
+        },
+        "required": ["name", "versions", "state"],
+    },
+}
 _MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "model_version", "in": "path", "required": True,
-            "schema": {"type": "string"}}
+_VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _op(summary: str, method: str = "get", params: Sequence[dict[str, Any]] = (),
-        body: dict[str, Any] | None = None, errors: Sequence[int] = (),
-        answer: dict[str, Any] = _OBJECT) -> dict[str, Any]:
+def _op(
+    summary: str,
+    method: str = "get",
+    params: Sequence[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+    errors: Sequence[int] = (),
+    answer: dict[str, Any] = _OBJECT,
+) -> dict[str, Any]:
     ok = {"description": "OK", "content": {"application/json": {"schema": answer}}}
     op: dict[str, Any] = {"summary": summary, "responses": {"200": ok}}
     if params:
@@ -36,22 +59,36 @@ def _op(summary: str, method: str = "get", params: Sequence[dict[str, Any]] = ()
 
 
 def _model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    infer_body = {"application/json": {"schema": {"type": "object"}},
-                  "application/octet-stream": {"schema": {"type": "string",
-                                                          "format": "binary"}}}
-    image_body = {"image/*": {"schema": {"type": "string", "format": "binary"}},
-                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "file": {"type": "string", "format": "binary"}}}}}
+    infer_body = {
+        "application/json": {"schema": {"type": "object"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }
+    image_body = {
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+    }
     return {
-        prefix: _op("Model metadata (inputs, outputs, versions)", params=params,
-                    errors=[404, 503]),
+        prefix: _op("Model metadata (inputs, outputs, versions)", params=params, errors=[404, 503]),
         f"{prefix}/ready": _op("Model readiness", params=params, errors=[404, 503]),
         f"{prefix}/infer": _op(
-            "Inference on tensors (Open Inference Protocol, JSON or binary tensors)", "post",
-            params, infer_body, [400, 404, 413, 500, 503]),
+            "Inference on tensors (Open Inference Protocol, JSON or binary tensors)",
+            "post",
+            params,
+            infer_body,
+            [400, 404, 413, 500, 503],
+        ),
         f"{prefix}/predict": _op(
             "Whole pipeline on one uploaded image: preprocessing, model, process_result",
-            "post", params, image_body, [400, 404, 413, 415, 500, 503]),
+            "post",
+            params,
+            image_body,
+            [400, 404, 413, 415, 500, 503],
+        ),
     }
 
 
@@ -63,23 +100,41 @@ def document(models: Sequence[str]) -> dict[str, Any]:
         "/v2": _op("Server metadata and protocol extensions"),
         "/v2/repository/index": _op("Served models and their versions", "post", answer=_INDEX),
         "/v2/repository/models/{model_name}/load": _op(
-            "Load or reload a model from the repository (Triton model control; off unless "
-            "enabled)", "post", [_MODEL], errors=[400, 401, 403, 404]),
+            "Load or reload a model from the repository (Triton model control; off unless enabled)",
+            "post",
+            [_MODEL],
+            errors=[400, 401, 403, 404],
+        ),
         "/v2/repository/models/{model_name}/unload": _op(
-            "Unload a model (Triton model control; off unless enabled)", "post", [_MODEL],
-            errors=[400, 401, 403, 404]),
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
-            "description": "text exposition format"}}}},
-        "/ui": {"get": {"summary": "Web page: upload an image, see the result",
-                        "responses": {"200": {"description": "HTML"}}}},
+            "Unload a model (Triton model control; off unless enabled)",
+            "post",
+            [_MODEL],
+            errors=[400, 401, 403, 404],
+        ),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text exposition format"}},
+            }
+        },
+        "/ui": {
+            "get": {
+                "summary": "Web page: upload an image, see the result",
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
     }
     paths.update(_model_paths("/v2/models/{model_name}", [_MODEL]))
-    paths.update(_model_paths("/v2/models/{model_name}/versions/{model_version}",
-                              [_MODEL, _VERSION]))
+    paths.update(
+        _model_paths("/v2/models/{model_name}/versions/{model_version}", [_MODEL, _VERSION])
+    )
     return {
         "openapi": "3.0.3",
-        "info": {"title": "model_agnostic inference server", "version": __version__,
-                 "description": "Open Inference Protocol (KServe v2) with Triton's binary "
-                                f"tensor extension. Models served: {', '.join(models) or 'none'}."},
+        "info": {
+            "title": "model_agnostic inference server",
+            "version": __version__,
+            "description": "Open Inference Protocol (KServe v2) with Triton's binary "
+            f"tensor extension. Models served: {', '.join(models) or 'none'}.",
+        },
         "paths": paths,
     }

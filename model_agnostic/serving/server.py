@@ -9,13 +9,14 @@ and a read timeout that releases the thread of a client that stalls.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -23,20 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from .._deps import require
-from ..config import load_model, resolve
+from ..config import Overrides, apply_overrides, load_model, resolve
 from ..errors import ConfigError
-from .batching import Batcher
-from .dataplane import DataPlane, Limits, Request, Response, signature
+from .batching import Batcher, batch_options
+from .dataplane import DataPlane, Limits, Request, Response
 from .metrics import Metrics
 from .repository import ModelRepository, ServedVersion
+from .versions import load_version
 
-__all__ = ["ServerOptions", "BackgroundServer", "build_dataplane", "make_runner", "serve",
-           "wsgi_app"]
+__all__ = [
+    "ServerOptions",
+    "BackgroundServer",
+    "build_dataplane",
+    "is_repository",
+    "make_runner",
+    "serve",
+    "wsgi_app",
+]
 
 
 #: Adaptive batching defaults; a config's [serving] section overrides them.
-BATCHING_DEFAULTS = {"batching": True, "max_batch_size": 32, "max_queue_delay_ms": 2.0,
-                     "max_queue_size": 256}
 
 
 #: Environment variable holding the bearer token (preferred to a file for containers).
@@ -69,8 +76,13 @@ class ServerOptions:
         return cls(**values)
 
     def limits(self) -> Limits:
-        return Limits(self.max_request_bytes, self.max_json_depth, self.max_elements,
-                      self.max_image_pixels, self.infer_timeout_s)
+        return Limits(
+            self.max_request_bytes,
+            self.max_json_depth,
+            self.max_elements,
+            self.max_image_pixels,
+            self.infer_timeout_s,
+        )
 
     def auth_token(self) -> str | None:
         """``$MODEL_AGNOSTIC_AUTH_TOKEN``, else the first line of ``auth_token_file``."""
@@ -79,8 +91,9 @@ class ServerOptions:
             try:
                 token = Path(self.auth_token_file).read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(f"cannot read auth_token_file {self.auth_token_file!r}: "
-                                  f"{exc}") from None
+                raise ConfigError(
+                    f"cannot read auth_token_file {self.auth_token_file!r}: {exc}"
+                ) from None
             if not token:
                 raise ConfigError(f"auth_token_file {self.auth_token_file!r} is empty")
         if token and len(token) < 16:
@@ -92,69 +105,85 @@ def make_runner(metrics: Metrics | None) -> Callable[[ServedVersion], Batcher | 
     """A repository hook giving each loaded version its own adaptive batcher."""
 
     def runner(served: ServedVersion) -> Batcher | None:
-        options = {**BATCHING_DEFAULTS, **served.options}
+        options = batch_options(served.options, served.model, served.name)
         if not options["batching"]:
             return None
-        limit = _batch_limit(served)
-        size = min(int(options["max_batch_size"]), limit or int(options["max_batch_size"]))
-        if size < 1 or options["max_queue_size"] < 1 or options["max_queue_delay_ms"] < 0:
-            raise ConfigError(f"model {served.name!r}: [serving] max_batch_size and "
-                              "max_queue_size must be >= 1 and max_queue_delay_ms >= 0")
         observer = metrics.observer(served.name) if metrics else None
-        return Batcher(served.model.infer, max_batch_size=size,
-                       max_queue_delay_ms=float(options["max_queue_delay_ms"]),
-                       max_queue_size=int(options["max_queue_size"]),
-                       name=f"{served.name}-{served.version}", observer=observer)
+        return Batcher(
+            served.model.infer,
+            max_batch_size=int(options["max_batch_size"]),
+            max_queue_delay_ms=float(options["max_queue_delay_ms"]),
+            max_queue_size=int(options["max_queue_size"]),
+            name=f"{served.name}-{served.version}",
+            observer=observer,
+        )
 
     return runner
 
 
-def _batch_limit(served: ServedVersion) -> int | None:
-    """The graph's fixed batch size, if its batch axis is not dynamic."""
-    inputs, _ = signature(served.model)
-    fixed = [s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)
-             and s.shape[0] > 0]
-    return min(fixed) if fixed else None
-
-
-def build_dataplane(target: str | os.PathLike[str], *, backend: str | None = None,
-                    options: ServerOptions | None = None, metrics: bool = True,
-                    ui: bool = True,
-                    runners: Callable[[Metrics | None], Callable[[ServedVersion], Any]]
-                    = make_runner) -> DataPlane:
+def build_dataplane(
+    target: str | os.PathLike[str],
+    *,
+    backend: str | None = None,
+    options: ServerOptions | None = None,
+    metrics: bool = True,
+    ui: bool = True,
+    runners: Callable[[Metrics | None], Callable[[ServedVersion], Any]] = make_runner,
+    overrides: Sequence[tuple[str, Overrides]] = (),
+) -> DataPlane:
     """A data plane serving ``target``: a config file, an artifact (folder or .zip), or a
     model repository folder laid out as ``<name>/<version>/``.
 
     ``runners(metrics)`` gives the repository's hook that wraps each loaded version for
     serving (default: our adaptive batcher; the Ray Serve adapter passes Ray's batching).
+    ``overrides`` are deploy-time layers applied to every model loaded
+    (:func:`~model_agnostic.config.deploy_layers`); the artifacts' files are untouched.
     """
     options = options or ServerOptions()
     stats = Metrics() if metrics else None
     path = Path(target)
     if _is_repository(path):
-        repository = ModelRepository(path, version_policy=options.version_policy,
-                                     poll_interval_s=options.poll_interval_s,
-                                     make_runner=runners(stats))
+        repository = ModelRepository(
+            path,
+            version_policy=options.version_policy,
+            poll_interval_s=options.poll_interval_s,
+            make_runner=runners(stats),
+            loader=functools.partial(load_version, overrides=overrides),
+        )
     else:
         repository = ModelRepository(make_runner=runners(stats))
-        config = resolve(path)
+        config = apply_overrides(resolve(path), *overrides) if overrides else resolve(path)
         model = load_model(config, backend=backend)
         serving = config.serving
         name = str(serving.pop("name", None) or _default_name(path))
         version = str(serving.pop("version", "1"))
         repository.add(name, model, version, serving)
-    page = resources.files("model_agnostic.serving").joinpath("ui.html").read_bytes() if ui \
-        else None
+    page = (
+        resources.files("model_agnostic.serving").joinpath("ui.html").read_bytes() if ui else None
+    )
     token = options.auth_token()
     if options.model_control and not token:
-        raise ConfigError("[server] model_control needs authentication: set "
-                          f"auth_token_file or ${TOKEN_ENV}")
-    return DataPlane(repository, metrics=stats, limits=options.limits(), ui=page,
-                     auth_token=token, model_control=options.model_control)
+        raise ConfigError(
+            f"[server] model_control needs authentication: set auth_token_file or ${TOKEN_ENV}"
+        )
+    return DataPlane(
+        repository,
+        metrics=stats,
+        limits=options.limits(),
+        ui=page,
+        auth_token=token,
+        model_control=options.model_control,
+    )
+
+
+def is_repository(path: str | os.PathLike[str]) -> bool:
+    """True for a model repository folder (``<name>/<version>/``), not a model itself."""
+    path = Path(path)
+    return _is_repository(path)
 
 
 def _is_repository(path: Path) -> bool:
-    from ..export.artifact import is_artifact
+    from ..artifact import is_artifact
 
     if not path.is_dir() or is_artifact(path) or (path / "config.toml").is_file():
         return False
@@ -187,8 +216,11 @@ def _respond(dataplane: DataPlane, environ: dict[str, Any]) -> Response:
         return refused
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length > 0 else b""
-    headers = {key[5:].replace("_", "-"): value for key, value in environ.items()
-               if key.startswith("HTTP_")}
+    headers = {
+        key[5:].replace("_", "-"): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
     if environ.get("CONTENT_TYPE"):
         headers["CONTENT-TYPE"] = environ["CONTENT_TYPE"]
     path = environ.get("PATH_INFO", "/")
@@ -208,13 +240,15 @@ def _json_channel(limit: int) -> Any:
     channel = require("waitress.channel", "The inference server")
     task = require("waitress.task", "The inference server")
 
-    class JsonErrorTask(task.ErrorTask):  # type: ignore[misc, name-defined]
+    class JsonErrorTask(task.ErrorTask):  # type: ignore[name-defined]
         def execute(self) -> None:
             error = self.request.error
             message = f"{error.reason}: {error.body}"
             if error.code == 413:
-                message = (f"request body is over the limit of {limit} bytes "
-                           f"(the server's max_request_bytes)")
+                message = (
+                    f"request body is over the limit of {limit} bytes "
+                    f"(the server's max_request_bytes)"
+                )
             body = json.dumps({"error": message}).encode()
             self.status = f"{error.code} {error.reason}"
             self.response_headers.append(("Content-Type", "application/json"))
@@ -222,7 +256,7 @@ def _json_channel(limit: int) -> Any:
             self.content_length = len(body)
             self.write(body)
 
-    class JsonErrorChannel(channel.HTTPChannel):  # type: ignore[misc, name-defined]
+    class JsonErrorChannel(channel.HTTPChannel):  # type: ignore[name-defined]
         error_task_class = JsonErrorTask
 
     return JsonErrorChannel
@@ -231,16 +265,22 @@ def _json_channel(limit: int) -> Any:
 def _create_server(dataplane: DataPlane, options: ServerOptions) -> Any:
     waitress = require("waitress.server", "The inference server")
     server = waitress.create_server(
-        wsgi_app(dataplane), host=options.host, port=options.port, threads=options.threads,
+        wsgi_app(dataplane),
+        host=options.host,
+        port=options.port,
+        threads=options.threads,
         # waitress answers over-size bodies itself (plain text); ours answers in JSON first
         max_request_body_size=options.max_request_bytes + (1 << 20),
         # bodies are read in 64 KiB chunks and kept in memory up to 16 MiB (waitress's
         # defaults, 8 KiB and 512 KiB, spill a single 224x224 CheXNet tensor to a temp file)
-        recv_bytes=65536, inbuf_overflow=min(16 << 20, options.max_request_bytes + (1 << 20)),
+        recv_bytes=65536,
+        inbuf_overflow=min(16 << 20, options.max_request_bytes + (1 << 20)),
         channel_timeout=options.read_timeout_s,
         cleanup_interval=max(0.5, min(30.0, options.read_timeout_s / 2)),
         connection_limit=max(100, options.threads * 8),
-        ident="model_agnostic", clear_untrusted_proxy_headers=True)
+        ident="model_agnostic",
+        clear_untrusted_proxy_headers=True,
+    )
     server.channel_class = _json_channel(options.max_request_bytes)
     return server
 
@@ -251,16 +291,27 @@ def serve(dataplane: DataPlane, options: ServerOptions) -> None:
     with until_stopped() as wait:
         server = BackgroundServer(dataplane, options).start()
         names = ", ".join(dataplane.repository.names()) or "no models yet"
-        print(f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
-              "/openapi.json); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+        print(
+            f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
+            "/openapi.json); Ctrl-C or SIGTERM stops",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             wait()
         finally:
             drained = server.drain(options.drain_timeout_s)
             server.stop()
-    print("stopped: " + ("every accepted request was answered" if drained else
-                         f"requests still running after {options.drain_timeout_s} s were cut"),
-          file=sys.stderr, flush=True)
+    print(
+        "stopped: "
+        + (
+            "every accepted request was answered"
+            if drained
+            else f"requests still running after {options.drain_timeout_s} s were cut"
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
@@ -319,8 +370,9 @@ class BackgroundServer:
     def start(self) -> BackgroundServer:
         self.dataplane.repository.start()
         self._server = _create_server(self.dataplane, self.options)
-        self._thread = threading.Thread(target=self._server.run, daemon=True,
-                                        name="model_agnostic-server")
+        self._thread = threading.Thread(
+            target=self._server.run, daemon=True, name="model_agnostic-server"
+        )
         self._thread.start()
         return self
 
@@ -336,9 +388,15 @@ class BackgroundServer:
 
         def idle() -> bool:
             tasks = server.task_dispatcher
-            return (not tasks.queue and not tasks.active_count and self.dataplane.active == 0
-                    and not any(ch.total_outbufs_len or ch.requests
-                                for ch in list(server.active_channels.values())))
+            return (
+                not tasks.queue
+                and not tasks.active_count
+                and self.dataplane.active == 0
+                and not any(
+                    ch.total_outbufs_len or ch.requests
+                    for ch in list(server.active_channels.values())
+                )
+            )
 
         while not idle():
             if time.monotonic() > deadline:

@@ -25,23 +25,32 @@ def read_upload(body: bytes, content_type: str | None) -> bytes:
     not matter; plain fields are ignored); any other content type is the file itself.
     """
     if not body:
-        raise ServingError("empty request body; send the image bytes, or a multipart "
-                           "form with one file field", 400)
+        raise ServingError(
+            "empty request body; send the image bytes, or a multipart form with one file field", 400
+        )
     if not content_type or not content_type.lower().startswith("multipart/"):
         return body
     if not content_type.lower().startswith("multipart/form-data"):
-        raise ServingError(f"unsupported content type {content_type!r}; send image bytes "
-                           "or multipart/form-data", 415)
+        raise ServingError(
+            f"unsupported content type {content_type!r}; send image bytes or multipart/form-data",
+            415,
+        )
     _check_part_count(body, content_type)
     message = _parse(body, content_type)
     parts = list(message.iter_parts())
     if len(parts) > MAX_PARTS:
-        raise ServingError(f"multipart upload has {len(parts)} parts, more than the limit "
-                           f"of {MAX_PARTS}; send one file", 413)
+        raise ServingError(
+            f"multipart upload has {len(parts)} parts, more than the limit "
+            f"of {MAX_PARTS}; send one file",
+            413,
+        )
     files = [part for part in parts if part.get_filename() is not None]
     if len(files) != 1:
-        raise ServingError(f"multipart upload has {len(files)} file parts; expected exactly "
-                           "one (e.g. a form field 'file')", 400)
+        raise ServingError(
+            f"multipart upload has {len(files)} file parts; expected exactly "
+            "one (e.g. a form field 'file')",
+            400,
+        )
     payload = files[0].get_payload(decode=True)
     if not isinstance(payload, bytes) or not payload:
         raise ServingError(f"the uploaded file {files[0].get_filename()!r} is empty", 400)
@@ -55,8 +64,11 @@ def _check_part_count(body: bytes, content_type: str) -> None:
         if key.lower() == "boundary" and value:
             delimiters = body.count(b"--" + value.strip('"').encode("latin-1", "replace"))
             if delimiters - 1 > MAX_PARTS:
-                raise ServingError(f"multipart upload has {delimiters - 1} parts, more than "
-                                   f"the limit of {MAX_PARTS}; send one file", 413)
+                raise ServingError(
+                    f"multipart upload has {delimiters - 1} parts, more than "
+                    f"the limit of {MAX_PARTS}; send one file",
+                    413,
+                )
 
 
 def check_pixels(data: bytes, max_pixels: int) -> None:
@@ -69,15 +81,20 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
         except Image.DecompressionBombError as exc:
-            raise ServingError(f"the uploaded image was refused from its header as a "
-                               f"possible decompression bomb ({exc}); the limit here is "
-                               f"{max_pixels:,} pixels", 413) from None
+            raise ServingError(
+                f"the uploaded image was refused from its header as a "
+                f"possible decompression bomb ({exc}); the limit here is "
+                f"{max_pixels:,} pixels",
+                413,
+            ) from None
         except Exception:  # not an image: preprocessing says what is wrong with it
             return
     if width * height > max_pixels:
-        raise ServingError(f"the uploaded image is {width}x{height} = {width * height:,} "
-                           f"pixels, over the limit of {max_pixels:,}; send a smaller image",
-                           413)
+        raise ServingError(
+            f"the uploaded image is {width}x{height} = {width * height:,} "
+            f"pixels, over the limit of {max_pixels:,}; send a smaller image",
+            413,
+        )
 
 
 def _parse(body: bytes, content_type: str) -> EmailMessage:
@@ -87,7 +104,9 @@ def _parse(body: bytes, content_type: str) -> EmailMessage:
     message = BytesParser(EmailMessage, policy=HTTP).parsebytes(head + body)
     assert isinstance(message, EmailMessage)
     if not message.is_multipart() or message.defects:
-        raise ServingError("malformed multipart/form-data body "
-                           f"({', '.join(type(d).__name__ for d in message.defects) or 'no parts'})",
-                           400)
+        raise ServingError(
+            "malformed multipart/form-data body "
+            f"({', '.join(type(d).__name__ for d in message.defects) or 'no parts'})",
+            400,
+        )
     return message

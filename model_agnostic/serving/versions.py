@@ -3,20 +3,30 @@ that keep names and links inside the repository."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..artifact import CHECKSUMS
+from ..config import Overrides, apply_overrides, load_model, resolve
 from ..errors import ConfigError, ModelLoadError
 from ..model import Model
 
-__all__ = ["Listing", "VersionPolicy", "folder_listing", "is_version", "links_outside",
-           "load_version", "resolves_inside", "valid_name", "version_key"]
+__all__ = [
+    "Listing",
+    "VersionPolicy",
+    "folder_listing",
+    "is_version",
+    "links_outside",
+    "load_version",
+    "resolves_inside",
+    "valid_name",
+    "version_key",
+]
 
 #: A version folder's files as ``(relative path, size, mtime_ns)``, sorted.
 Listing = tuple[tuple[str, int, int], ...]
@@ -66,7 +76,7 @@ class VersionPolicy:
             return available
         if self.kind == "specific":
             return available & self.versions
-        return set(sorted(available)[-self.count:])
+        return set(sorted(available)[-self.count :])
 
     def __str__(self) -> str:
         if self.kind == "specific":
@@ -74,19 +84,20 @@ class VersionPolicy:
         return f"latest:{self.count}" if self.kind == "latest" and self.count > 1 else self.kind
 
 
-def load_version(folder: Path) -> tuple[Model, dict[str, Any]]:
+def load_version(
+    folder: Path, overrides: Sequence[tuple[str, Overrides]] = ()
+) -> tuple[Model, dict[str, Any]]:
     """The default loader: verify and load the model in one version folder.
 
     The folder is an artifact (checksums verified first), holds a ``config.toml``, or
-    holds exactly one artifact ``.zip``. Returns the model and its ``[serving]`` options.
+    holds exactly one artifact ``.zip``. ``overrides`` are deploy-time layers
+    (:func:`~model_agnostic.config.deploy_layers`). Returns the model and its
+    ``[serving]`` options.
     """
-    from ..config import load_config, load_model
-    from ..export.artifact import CHECKSUMS, open_artifact
-
     if (folder / CHECKSUMS).is_file():
-        config = open_artifact(folder)
+        target: Path = folder
     elif (folder / "config.toml").is_file():
-        config = folder / "config.toml"
+        target = folder / "config.toml"
     else:
         zips = sorted(folder.glob("*.zip"))
         if len(zips) != 1:
@@ -94,11 +105,10 @@ def load_version(folder: Path) -> tuple[Model, dict[str, Any]]:
                 f"{folder} holds no model: expected an artifact written by "
                 f"'model-agnostic export' ({CHECKSUMS}), a config.toml, or one artifact .zip"
             )
-        config = open_artifact(zips[0])
-    _forget_modules(config.parent)
-    cfg = load_config(config)
-    if (config.parent / CHECKSUMS).is_file():  # an artifact, its checksums verified above
-        cfg = dataclasses.replace(cfg, artifact=config.parent)
+        target = zips[0]
+    cfg = resolve(target)  # an artifact's checksums are verified here
+    _forget_modules(cfg.path.parent)
+    cfg = apply_overrides(cfg, *overrides) if overrides else cfg
     return load_model(cfg), cfg.serving
 
 
@@ -148,8 +158,14 @@ def resolves_inside(path: Path, root: Path) -> bool:
 
 def valid_name(name: object) -> bool:
     """A model name or version usable as one folder name inside the repository."""
-    return (isinstance(name, str) and bool(name) and not name.startswith(".") and ".." not in name
-            and not any(c in name for c in "/\\\0") and name.isprintable())
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and ".." not in name
+        and not any(c in name for c in "/\\\0")
+        and name.isprintable()
+    )
 
 
 def version_key(version: str) -> tuple[int, int, str]:

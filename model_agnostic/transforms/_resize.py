@@ -42,17 +42,28 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["ENV_THREADS", "MAX_THREADS", "MIN_COST", "band_plan", "banded", "resize",
-           "resize_threads"]
+__all__ = [
+    "ENV_THREADS",
+    "MAX_THREADS",
+    "MIN_COST",
+    "band_plan",
+    "banded",
+    "resize",
+    "resize_threads",
+]
 
 ENV_THREADS = "MODEL_AGNOSTIC_RESIZE_THREADS"
 MAX_THREADS = 4
 # Below this _cost() (about 0.9 ms of resampling on one core) handing bands to threads costs
 # about what it saves; measured on a 2-core EPYC, see docs/transforms.md.
 MIN_COST = 600_000
-_FILTER_COST: dict[int, float] = {Image.Resampling.BOX: 0.7, Image.Resampling.BILINEAR: 1.0,
-                                  Image.Resampling.HAMMING: 1.0, Image.Resampling.BICUBIC: 1.6,
-                                  Image.Resampling.LANCZOS: 2.2}
+_FILTER_COST: dict[int, float] = {
+    Image.Resampling.BOX: 0.7,
+    Image.Resampling.BILINEAR: 1.0,
+    Image.Resampling.HAMMING: 1.0,
+    Image.Resampling.BICUBIC: 1.6,
+    Image.Resampling.LANCZOS: 2.2,
+}
 _MIN_BAND = 8  # output rows (or columns) per band, at least
 
 _pools: dict[int, ThreadPoolExecutor] = {}  # by worker count; created on first use
@@ -64,8 +75,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _compute_resized_output_size(image_size: tuple[int, int], size: list[int],
-                                 max_size: int | None = None) -> list[int]:
+def _compute_resized_output_size(
+    image_size: tuple[int, int], size: list[int], max_size: int | None = None
+) -> list[int]:
     """Output ``[h, w]``: torchvision's rounding (int() truncation of the long side)."""
     h, w = image_size
     short, long = (w, h) if w <= h else (h, w)
@@ -74,8 +86,10 @@ def _compute_resized_output_size(image_size: tuple[int, int], size: list[int],
         new_short, new_long = requested_new_short, int(requested_new_short * long / short)
         if max_size is not None:
             if max_size <= requested_new_short:
-                raise ValueError(f"max_size = {max_size} must be strictly greater than the "
-                                 f"requested size for the smaller edge size = {size}")
+                raise ValueError(
+                    f"max_size = {max_size} must be strictly greater than the "
+                    f"requested size for the smaller edge size = {size}"
+                )
             if new_long > max_size:
                 new_short, new_long = int(max_size * new_short / new_long), max_size
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
@@ -94,8 +108,10 @@ def _check_resize_size(size: Any, max_size: int | None) -> list[int]:
     if not all(_is_int(s) for s in size):
         raise TypeError(f"size should contain ints. Got {size!r}")
     if max_size is not None and len(size) != 1:
-        raise ValueError("max_size should only be passed if size specifies the length of the "
-                         "smaller edge, i.e. size should be an int or a sequence of length 1.")
+        raise ValueError(
+            "max_size should only be passed if size specifies the length of the "
+            "smaller edge, i.e. size should be an int or a sequence of length 1."
+        )
     return [int(s) for s in size]
 
 
@@ -115,8 +131,10 @@ def resize_threads() -> int:
     except ValueError:
         threads = 0
     if threads < 1:
-        raise ValueError(f"{ENV_THREADS} should be a positive integer (1 disables threaded "
-                         f"resizing). Got {value!r}")
+        raise ValueError(
+            f"{ENV_THREADS} should be a positive integer (1 disables threaded "
+            f"resizing). Got {value!r}"
+        )
     return threads
 
 
@@ -155,29 +173,38 @@ def _exact_cuts(n_in: int, n_out: int, bands: int) -> list[int] | None:
         return None
     cuts = [n_out * i // bands for i in range(bands + 1)]
     if all(_fits(cut * scale, 24) for cut in cuts) and all(  # corners and heights: float32
-            _fits((hi - lo) * scale, 24) for lo, hi in pairwise(cuts)):
+        _fits((hi - lo) * scale, 24) for lo, hi in pairwise(cuts)
+    ):
         return cuts
     return None
 
 
-def _vertical_first_pillow13(in_size: tuple[int, int], out_size: tuple[int, int],
-                             need_h: bool, need_v: bool) -> bool:
+def _vertical_first_pillow13(
+    in_size: tuple[int, int], out_size: tuple[int, int], need_h: bool, need_v: bool
+) -> bool:
     """Pillow 13's pass order (its ImagingResample): vertical pass first when the height
     shrinks by more pixels than twice the width does."""
     (w, h), (out_w, out_h) = in_size, out_size
     return need_h and need_v and h > out_h and h - out_h > 2 * (w - out_w)
 
 
-def _horizontal_always_first(in_size: tuple[int, int], out_size: tuple[int, int],
-                             need_h: bool, need_v: bool) -> bool:
+def _horizontal_always_first(
+    in_size: tuple[int, int], out_size: tuple[int, int], need_h: bool, need_v: bool
+) -> bool:
     """Older Pillow's pass order: horizontal pass first, always."""
     return False
 
 
 PassOrder = Callable[[tuple[int, int], tuple[int, int], bool, bool], bool]
 # (in, out) sizes that tell the rules apart, including both sides of Pillow 13's threshold.
-_ORDER_PROBES = (((20, 40), (10, 20)), ((20, 40), (10, 19)), ((10, 40), (20, 20)),
-                 ((40, 40), (10, 10)), ((40, 40), (30, 10)), ((30, 20), (10, 40)))
+_ORDER_PROBES = (
+    ((20, 40), (10, 20)),
+    ((20, 40), (10, 19)),
+    ((10, 40), (20, 20)),
+    ((40, 40), (10, 10)),
+    ((40, 40), (30, 10)),
+    ((30, 20), (10, 40)),
+)
 
 
 @functools.cache
@@ -190,12 +217,20 @@ def _pass_order() -> PassOrder | None:
         h_first = img.resize((out_size[0], in_size[1]), bicubic).resize(out_size, bicubic)
         v_first = img.resize((in_size[0], out_size[1]), bicubic).resize(out_size, bicubic)
         got = img.resize(out_size, bicubic).tobytes()
-        if h_first.tobytes() == v_first.tobytes() or got not in (h_first.tobytes(),
-                                                                 v_first.tobytes()):
+        if h_first.tobytes() == v_first.tobytes() or got not in (
+            h_first.tobytes(),
+            v_first.tobytes(),
+        ):
             return None
         seen.append(got == v_first.tobytes())
-    rule = next((rule for rule in (_vertical_first_pillow13, _horizontal_always_first)
-                 if seen == [rule(i, o, True, True) for i, o in _ORDER_PROBES]), None)
+    rule = next(
+        (
+            rule
+            for rule in (_vertical_first_pillow13, _horizontal_always_first)
+            if seen == [rule(i, o, True, True) for i, o in _ORDER_PROBES]
+        ),
+        None,
+    )
     probe = Image.frombytes("L", (64, 48), rnd.randbytes(64 * 48))
     expected = probe.resize((16, 12), bicubic).tobytes()
     for axis, cuts in (("rows", [0, 6, 12]), ("columns", [0, 8, 16])):
@@ -214,8 +249,9 @@ def _cost(img: Image.Image, size: tuple[int, int], resample: int) -> float:
     return work * bands * _FILTER_COST.get(resample, 1.0)
 
 
-def band_plan(img: Image.Image, size: tuple[int, int], resample: int,
-              threads: int) -> tuple[str, list[int]] | None:
+def band_plan(
+    img: Image.Image, size: tuple[int, int], resample: int, threads: int
+) -> tuple[str, list[int]] | None:
     """``("rows" | "columns", output cuts)`` for an exact banded resize, or None."""
     if threads < 2 or resample == Image.Resampling.NEAREST or img.mode in ("1", "P", "PA"):
         return None
@@ -224,18 +260,23 @@ def band_plan(img: Image.Image, size: tuple[int, int], resample: int,
     (w, h), (out_w, out_h) = img.size, size
     order = vertical_first(img.size, size, out_w != w, out_h != h)
     rows = _exact_cuts(h, out_h, threads)
-    if rows is not None and all(vertical_first(img.size, (out_w, hi - lo), out_w != w, True)
-                                == order for lo, hi in pairwise(rows)):
+    if rows is not None and all(
+        vertical_first(img.size, (out_w, hi - lo), out_w != w, True) == order
+        for lo, hi in pairwise(rows)
+    ):
         return "rows", rows
     columns = _exact_cuts(w, out_w, threads)
-    if columns is not None and all(vertical_first(img.size, (hi - lo, out_h), True, out_h != h)
-                                   == order for lo, hi in pairwise(columns)):
+    if columns is not None and all(
+        vertical_first(img.size, (hi - lo, out_h), True, out_h != h) == order
+        for lo, hi in pairwise(columns)
+    ):
         return "columns", columns
     return None
 
 
-def _band(img: Image.Image, size: tuple[int, int], resample: int, axis: str,
-          lo: int, hi: int) -> Image.Image:
+def _band(
+    img: Image.Image, size: tuple[int, int], resample: int, axis: str, lo: int, hi: int
+) -> Image.Image:
     """Output rows (or columns) ``[lo, hi)`` of ``img.resize(size, resample)``."""
     (w, h), (out_w, out_h) = img.size, size
     if axis == "rows":
@@ -247,8 +288,9 @@ def _band(img: Image.Image, size: tuple[int, int], resample: int, axis: str,
     return img.resize((hi - lo, out_h), resample, box=box)
 
 
-def _paste(img: Image.Image, size: tuple[int, int], axis: str, cuts: list[int],
-           parts: list[Image.Image]) -> Image.Image:
+def _paste(
+    img: Image.Image, size: tuple[int, int], axis: str, cuts: list[int], parts: list[Image.Image]
+) -> Image.Image:
     out = Image.new(img.mode, size)
     for lo, part in zip(cuts, parts):
         out.paste(part, (0, lo) if axis == "rows" else (lo, 0))
@@ -256,14 +298,18 @@ def _paste(img: Image.Image, size: tuple[int, int], axis: str, cuts: list[int],
     return out
 
 
-def banded(img: Image.Image, size: tuple[int, int], resample: int, axis: str,
-           cuts: list[int]) -> Image.Image:
+def banded(
+    img: Image.Image, size: tuple[int, int], resample: int, axis: str, cuts: list[int]
+) -> Image.Image:
     """Resize band by band, the last band in this thread, the others in the pool."""
     img.load()  # once, before threads share the image
     spans = list(pairwise(cuts))
     pool = _pool(len(spans) - 1) if len(spans) > 1 else None
-    futures = [pool.submit(_band, img, size, resample, axis, *span)
-               for span in spans[:-1]] if pool else []
+    futures = (
+        [pool.submit(_band, img, size, resample, axis, *span) for span in spans[:-1]]
+        if pool
+        else []
+    )
     last = _band(img, size, resample, axis, *spans[-1])
     return _paste(img, size, axis, cuts, [future.result() for future in futures] + [last])
 

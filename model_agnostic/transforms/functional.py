@@ -15,15 +15,30 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from . import _resize
+from ._pad import PAD_MODES, pad_array, pad_pil
 from ._resize import _check_resize_size, _compute_resized_output_size, _is_int
 
-__all__ = [  # noqa: RUF022 - grouped like torchvision's functional module
-    "InterpolationMode", "get_dimensions", "get_image_size", "get_image_num_channels",
-    "to_tensor", "pil_to_tensor", "normalize", "resize", "pad", "crop", "center_crop",
-    "hflip", "vflip", "five_crop", "ten_crop", "to_grayscale", "rgb_to_grayscale",
+__all__ = [
+    "InterpolationMode",
+    "get_dimensions",
+    "get_image_size",
+    "get_image_num_channels",
+    "to_tensor",
+    "pil_to_tensor",
+    "normalize",
+    "resize",
+    "pad",
+    "crop",
+    "center_crop",
+    "hflip",
+    "vflip",
+    "five_crop",
+    "ten_crop",
+    "to_grayscale",
+    "rgb_to_grayscale",
 ]
 
 ImageLike = Image.Image | np.ndarray
@@ -42,14 +57,20 @@ class InterpolationMode(Enum):
 
 
 # Pillow integer constants torchvision accepts, and the Pillow filter of each mode.
-_MODE_FROM_INT = {0: InterpolationMode.NEAREST, 2: InterpolationMode.BILINEAR,
-                  3: InterpolationMode.BICUBIC, 4: InterpolationMode.BOX,
-                  5: InterpolationMode.HAMMING, 1: InterpolationMode.LANCZOS}
+_MODE_FROM_INT = {
+    0: InterpolationMode.NEAREST,
+    2: InterpolationMode.BILINEAR,
+    3: InterpolationMode.BICUBIC,
+    4: InterpolationMode.BOX,
+    5: InterpolationMode.HAMMING,
+    1: InterpolationMode.LANCZOS,
+}
 _PIL_FILTER = {mode: i for i, mode in _MODE_FROM_INT.items()} | {InterpolationMode.NEAREST_EXACT: 0}
-_PAD_MODES = ("constant", "edge", "reflect", "symmetric")
-_PIL_ONLY = ("{fn}() needs a PIL Image, got an ndarray of shape {shape}: apply {cls} to the PIL "
-             "image before ToTensor (torchvision's tensor kernel differs from PIL's; only PIL "
-             "parity is supported)")
+_PIL_ONLY = (
+    "{fn}() needs a PIL Image, got an ndarray of shape {shape}: apply {cls} to the PIL "
+    "image before ToTensor (torchvision's tensor kernel differs from PIL's; only PIL "
+    "parity is supported)"
+)
 
 
 def _to_interpolation(value: Any) -> InterpolationMode:
@@ -58,8 +79,10 @@ def _to_interpolation(value: Any) -> InterpolationMode:
         return value
     if _is_int(value):
         if int(value) not in _MODE_FROM_INT:
-            raise ValueError(f"interpolation int should be a Pillow filter constant in "
-                             f"{sorted(_MODE_FROM_INT)}. Got {value}")
+            raise ValueError(
+                f"interpolation int should be a Pillow filter constant in "
+                f"{sorted(_MODE_FROM_INT)}. Got {value}"
+            )
         return _MODE_FROM_INT[int(value)]
     if isinstance(value, Enum):
         value = value.value  # e.g. torchvision.transforms.InterpolationMode.BILINEAR
@@ -68,10 +91,13 @@ def _to_interpolation(value: Any) -> InterpolationMode:
         for mode in InterpolationMode:
             if key in (mode.value, mode.name.lower()):
                 return mode
-        raise ValueError(f"interpolation should be one of {[m.value for m in InterpolationMode]}."
-                         f" Got {value!r}")
-    raise TypeError("interpolation should be an InterpolationMode, its string value or a Pillow "
-                    f"integer constant. Got {type(value)}")
+        raise ValueError(
+            f"interpolation should be one of {[m.value for m in InterpolationMode]}. Got {value!r}"
+        )
+    raise TypeError(
+        "interpolation should be an InterpolationMode, its string value or a Pillow "
+        f"integer constant. Got {type(value)}"
+    )
 
 
 def _img_type_error(img: Any) -> TypeError:
@@ -103,8 +129,11 @@ def get_image_num_channels(img: ImageLike) -> int:
     return get_dimensions(img)[0]
 
 
-_MODE_TO_NPTYPE = {"I": np.int32, "I;16" if sys.byteorder == "little" else "I;16B": np.int16,
-                   "F": np.float32}
+_MODE_TO_NPTYPE = {
+    "I": np.int32,
+    "I;16" if sys.byteorder == "little" else "I;16B": np.int16,
+    "F": np.float32,
+}
 
 
 def _uint8_to_float(chw: np.ndarray) -> np.ndarray:
@@ -145,8 +174,9 @@ def pil_to_tensor(pic: Image.Image) -> np.ndarray:
     return np.array(hwc.transpose(2, 0, 1), dtype=dtype, order="C")
 
 
-def normalize(tensor: np.ndarray, mean: Sequence[float], std: Sequence[float],
-              inplace: bool = False) -> np.ndarray:
+def normalize(
+    tensor: np.ndarray, mean: Sequence[float], std: Sequence[float], inplace: bool = False
+) -> np.ndarray:
     """``(tensor - mean) / std`` per channel on a float (..., C, H, W) array.
 
     Computed in the array's dtype, subtraction then division, like torch.
@@ -155,28 +185,38 @@ def normalize(tensor: np.ndarray, mean: Sequence[float], std: Sequence[float],
     if not isinstance(tensor, np.ndarray):
         raise TypeError(f"img should be ndarray image of shape (..., C, H, W). Got {type(tensor)}")
     if not np.issubdtype(tensor.dtype, np.floating):
-        raise TypeError(f"Input array should be a float array (use ToTensor first). "
-                        f"Got {tensor.dtype}.")
+        raise TypeError(
+            f"Input array should be a float array (use ToTensor first). Got {tensor.dtype}."
+        )
     if tensor.ndim < 3:
-        raise ValueError("Expected array to be an image of shape (..., C, H, W). "
-                         f"Got shape = {tensor.shape}")
+        raise ValueError(
+            f"Expected array to be an image of shape (..., C, H, W). Got shape = {tensor.shape}"
+        )
     mean_a = np.asarray(mean, dtype=tensor.dtype)
     std_a = np.asarray(std, dtype=tensor.dtype)
     if (std_a == 0).any():
-        raise ValueError(f"std evaluated to zero after conversion to {tensor.dtype}, "
-                         "leading to division by zero.")
+        raise ValueError(
+            f"std evaluated to zero after conversion to {tensor.dtype}, "
+            "leading to division by zero."
+        )
     mean_a = mean_a.reshape(-1, 1, 1) if mean_a.ndim == 1 else mean_a
     std_a = std_a.reshape(-1, 1, 1) if std_a.ndim == 1 else std_a
     if np.broadcast_shapes(tensor.shape, mean_a.shape, std_a.shape) != tensor.shape:
-        raise ValueError(f"mean and std should have one value per channel of the image "
-                         f"{tensor.shape}. Got mean {mean_a.shape[:1]}, std {std_a.shape[:1]}")
+        raise ValueError(
+            f"mean and std should have one value per channel of the image "
+            f"{tensor.shape}. Got mean {mean_a.shape[:1]}, std {std_a.shape[:1]}"
+        )
     out = np.subtract(tensor, mean_a, out=tensor if inplace else None)
     return np.divide(out, std_a, out=out)
 
 
-def resize(img: Image.Image, size: int | Sequence[int],
-           interpolation: Any = InterpolationMode.BILINEAR, max_size: int | None = None,
-           antialias: bool | None = True) -> Image.Image:
+def resize(
+    img: Image.Image,
+    size: int | Sequence[int],
+    interpolation: Any = InterpolationMode.BILINEAR,
+    max_size: int | None = None,
+    antialias: bool | None = True,
+) -> Image.Image:
     """Resize a PIL image (int ``size``: shorter side; ``(h, w)``: exact size).
 
     Same output size rounding and the same Pillow filter as torchvision; returns
@@ -192,98 +232,39 @@ def resize(img: Image.Image, size: int | Sequence[int],
     if (img.height, img.width) == (out_h, out_w):
         return img
     if antialias is False:
-        warnings.warn("Anti-alias option is always applied for PIL Image input. Argument "
-                      "antialias is ignored.", stacklevel=2)
+        warnings.warn(
+            "Anti-alias option is always applied for PIL Image input. Argument "
+            "antialias is ignored.",
+            stacklevel=2,
+        )
     return _resize.resize(img, (out_w, out_h), _PIL_FILTER[interpolation])
 
 
 def _check_pad_args(padding: Any, fill: Any, padding_mode: Any, is_array: bool) -> None:
     is_seq = isinstance(padding, (tuple, list))
     if not (_is_int(padding) or (is_seq and all(_is_int(p) for p in padding))):
-        raise TypeError("padding should be an int or a sequence of 1, 2 or 4 ints. "
-                        f"Got {padding!r}")
+        raise TypeError(
+            f"padding should be an int or a sequence of 1, 2 or 4 ints. Got {padding!r}"
+        )
     if is_seq and len(padding) not in (1, 2, 4):
-        raise ValueError(f"Padding must be an int or a 1, 2, or 4 element tuple, not a "
-                         f"{len(padding)} element tuple")
+        raise ValueError(
+            f"Padding must be an int or a 1, 2, or 4 element tuple, not a "
+            f"{len(padding)} element tuple"
+        )
     if is_array and fill is not None and not isinstance(fill, numbers.Number):
         raise TypeError(f"fill should be a number for ndarray images. Got {type(fill)}")
     if fill is not None and not isinstance(fill, (numbers.Number, tuple, list)):
         raise TypeError(f"fill should be a number or a tuple. Got {type(fill)}")
-    if padding_mode not in _PAD_MODES:
-        raise ValueError("Padding mode should be either constant, edge, reflect or symmetric. "
-                         f"Got {padding_mode!r}")
+    if padding_mode not in PAD_MODES:
+        raise ValueError(
+            "Padding mode should be either constant, edge, reflect or symmetric. "
+            f"Got {padding_mode!r}"
+        )
 
 
-def _padding_ltrb(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
-    if not isinstance(padding, Sequence):
-        return (int(padding),) * 4
-    if len(padding) == 1:
-        return (int(padding[0]),) * 4
-    if len(padding) == 2:
-        return int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])
-    return tuple(int(p) for p in padding)  # type: ignore[return-value]
-
-
-def _parse_fill(fill: Any, img: Image.Image) -> Any:
-    """torchvision's ``_parse_fill`` for PIL: one int (float for mode F) per band."""
-    num_channels = len(img.getbands())
-    if fill is None:
-        fill = 0
-    if isinstance(fill, (int, float)) and num_channels > 1:
-        fill = tuple([fill] * num_channels)
-    if isinstance(fill, (list, tuple)):
-        if len(fill) == 1:
-            fill = fill * num_channels
-        elif len(fill) != num_channels:
-            raise ValueError("The number of elements in 'fill' does not match the number of "
-                             f"channels of the image ({len(fill)} != {num_channels})")
-        fill = tuple(fill)
-    if img.mode != "F":
-        fill = tuple(int(x) for x in fill) if isinstance(fill, tuple) else int(fill)
-    return fill
-
-
-def _pad_pil(img: Image.Image, padding: Any, fill: Any, padding_mode: str) -> Image.Image:
-    palette = img.getpalette() if img.mode == "P" else None
-    if padding_mode == "constant":
-        border = padding[0] if isinstance(padding, (tuple, list)) and len(padding) == 1 else padding
-        out = ImageOps.expand(img, border=tuple(border) if isinstance(border, list) else border,
-                              fill=_parse_fill(fill, img))
-    else:
-        ltrb = _padding_ltrb(padding)
-        cl, ct, cr, cb = (max(-p, 0) for p in ltrb)
-        if cl or ct or cr or cb:
-            img = img.crop((cl, ct, img.width - cr, img.height - cb))
-        left, top, right, bottom = (max(p, 0) for p in ltrb)
-        arr = np.asarray(img)
-        widths = ((top, bottom), (left, right)) + ((0, 0),) * (arr.ndim - 2)
-        out = Image.fromarray(np.pad(arr, widths, padding_mode))  # type: ignore[call-overload]
-    if palette is not None:
-        out.putpalette(palette)
-    return out
-
-
-def _pad_array(img: np.ndarray, padding: Any, fill: Any, padding_mode: str) -> np.ndarray:
-    _check_array_image(img)
-    left, top, right, bottom = _padding_ltrb(padding)
-    h, w = img.shape[-2:]
-    img = img[..., max(-top, 0):h - max(-bottom, 0), max(-left, 0):w - max(-right, 0)]
-    left, top, right, bottom = (max(p, 0) for p in (left, top, right, bottom))
-    h, w = img.shape[-2:]
-    if padding_mode in ("reflect", "symmetric"):
-        limit_h, limit_w = (h - 1, w - 1) if padding_mode == "reflect" else (h, w)
-        if max(top, bottom) > limit_h or max(left, right) > limit_w:
-            bound = "smaller than" if padding_mode == "reflect" else "at most"
-            raise ValueError(f"{padding_mode} padding should be {bound} the image size "
-                             f"(h, w) = {(h, w)}. Got (l, t, r, b) = {(left, top, right, bottom)}")
-    widths = ((0, 0),) * (img.ndim - 2) + ((top, bottom), (left, right))
-    if padding_mode == "constant":
-        return np.pad(img, widths, constant_values=0 if fill is None else fill)
-    return np.pad(img, widths, padding_mode)  # type: ignore[call-overload]
-
-
-def pad(img: ImageLike, padding: int | Sequence[int], fill: Any = 0,
-        padding_mode: str = "constant") -> ImageLike:
+def pad(
+    img: ImageLike, padding: int | Sequence[int], fill: Any = 0, padding_mode: str = "constant"
+) -> ImageLike:
     """Pad on all sides: ``padding`` is int, (lr, tb) or (l, t, r, b).
 
     ``padding_mode`` is constant (with ``fill``), edge, reflect or symmetric;
@@ -292,11 +273,12 @@ def pad(img: ImageLike, padding: int | Sequence[int], fill: Any = 0,
     """
     if isinstance(img, np.ndarray):
         _check_pad_args(padding, fill, padding_mode, is_array=True)
-        return _pad_array(img, padding, fill, padding_mode)
+        _check_array_image(img)
+        return pad_array(img, padding, fill, padding_mode)
     if not isinstance(img, Image.Image):
         raise _img_type_error(img)
     _check_pad_args(padding, fill, padding_mode, is_array=False)
-    return _pad_pil(img, padding, fill, padding_mode)
+    return pad_pil(img, padding, fill, padding_mode)
 
 
 def crop(img: ImageLike, top: int, left: int, height: int, width: int) -> ImageLike:
@@ -309,10 +291,15 @@ def crop(img: ImageLike, top: int, left: int, height: int, width: int) -> ImageL
     h, w = img.shape[-2:]
     right, bottom = left + width, top + height
     if left < 0 or top < 0 or right > w or bottom > h:
-        padding_ltrb = [max(-left + min(0, right), 0), max(-top + min(0, bottom), 0),
-                        max(right - max(w, left), 0), max(bottom - max(h, top), 0)]
-        return _pad_array(img[..., max(top, 0):bottom, max(left, 0):right], padding_ltrb, 0,
-                          "constant")
+        padding_ltrb = [
+            max(-left + min(0, right), 0),
+            max(-top + min(0, bottom), 0),
+            max(right - max(w, left), 0),
+            max(bottom - max(h, top), 0),
+        ]
+        return pad_array(
+            img[..., max(top, 0) : bottom, max(left, 0) : right], padding_ltrb, 0, "constant"
+        )
     return img[..., top:bottom, left:right].copy()
 
 
@@ -323,7 +310,7 @@ def _crop_size(size: Any) -> tuple[int, int]:
         return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
     if isinstance(size, (tuple, list)):
         msg = f"Please provide only two dimensions (h, w) for size. Got {size!r}"
-        raise ValueError(msg)  # noqa: TRY004 - a sequence of the wrong length, as torchvision
+        raise ValueError(msg)
     raise TypeError(f"size should be int or sequence of length 1 or 2. Got {type(size)}")
 
 
@@ -366,18 +353,23 @@ def five_crop(img: ImageLike, size: int | Sequence[int]) -> tuple[ImageLike, ...
     crop_height, crop_width = _crop_size(size)
     _, image_height, image_width = get_dimensions(img)
     if crop_width > image_width or crop_height > image_height:
-        shown = size if isinstance(size, (tuple, list)) and len(size) == 2 else (
-            crop_height, crop_width)
-        raise ValueError(f"Requested crop size {shown} is bigger than input size "
-                         f"{(image_height, image_width)}")
+        shown = (
+            size
+            if isinstance(size, (tuple, list)) and len(size) == 2
+            else (crop_height, crop_width)
+        )
+        raise ValueError(
+            f"Requested crop size {shown} is bigger than input size {(image_height, image_width)}"
+        )
     bottom, right = image_height - crop_height, image_width - crop_width
     corners = ((0, 0), (0, right), (bottom, 0), (bottom, right))  # tl, tr, bl, br
     crops = [crop(img, top, left, crop_height, crop_width) for top, left in corners]
     return (*crops, center_crop(img, [crop_height, crop_width]))
 
 
-def ten_crop(img: ImageLike, size: int | Sequence[int],
-             vertical_flip: bool = False) -> tuple[ImageLike, ...]:
+def ten_crop(
+    img: ImageLike, size: int | Sequence[int], vertical_flip: bool = False
+) -> tuple[ImageLike, ...]:
     """``five_crop`` of the image, then of its horizontal (or vertical) flip."""
     _crop_size(size)  # validate before any work
     first_five = five_crop(img, size)
@@ -393,8 +385,9 @@ def to_grayscale(img: Image.Image, num_output_channels: int = 1) -> Image.Image:
     if not isinstance(img, Image.Image):
         raise TypeError(f"img should be PIL Image. Got {type(img)}")
     if num_output_channels not in (1, 3):
-        raise ValueError("num_output_channels should be either 1 or 3. "
-                         f"Got {num_output_channels!r}")
+        raise ValueError(
+            f"num_output_channels should be either 1 or 3. Got {num_output_channels!r}"
+        )
     gray = img.convert("L")
     if num_output_channels == 1:
         return gray

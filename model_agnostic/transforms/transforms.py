@@ -16,9 +16,18 @@ from PIL import Image
 from . import functional as F
 from .functional import ImageLike, InterpolationMode
 
-__all__ = [  # noqa: RUF022 - in torchvision's order
-    "Compose", "ToTensor", "PILToTensor", "Normalize", "Resize", "CenterCrop", "Pad", "Lambda",
-    "FiveCrop", "TenCrop", "Grayscale",
+__all__ = [
+    "Compose",
+    "ToTensor",
+    "PILToTensor",
+    "Normalize",
+    "Resize",
+    "CenterCrop",
+    "Pad",
+    "Lambda",
+    "FiveCrop",
+    "TenCrop",
+    "Grayscale",
 ]
 
 _TWO_DIMS = "Please provide only two dimensions (h, w) for size."
@@ -99,8 +108,13 @@ class Resize:
     compatibility; Pillow always antialiases. ndarray input raises TypeError.
     """
 
-    def __init__(self, size: int | Sequence[int], interpolation: Any = InterpolationMode.BILINEAR,
-                 max_size: int | None = None, antialias: bool | None = True) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        interpolation: Any = InterpolationMode.BILINEAR,
+        max_size: int | None = None,
+        antialias: bool | None = True,
+    ) -> None:
         F._check_resize_size(size, max_size)
         self.size = size
         self.max_size = max_size
@@ -111,8 +125,10 @@ class Resize:
         return F.resize(img, self.size, self.interpolation, self.max_size, self.antialias)
 
     def __repr__(self) -> str:
-        detail = (f"(size={self.size}, interpolation={self.interpolation.value}, "
-                  f"max_size={self.max_size}, antialias={self.antialias})")
+        detail = (
+            f"(size={self.size}, interpolation={self.interpolation.value}, "
+            f"max_size={self.max_size}, antialias={self.antialias})"
+        )
         return f"{self.__class__.__name__}{detail}"
 
 
@@ -132,8 +148,9 @@ class CenterCrop:
 class Pad:
     """Pad all sides; ``padding_mode`` is constant, edge, reflect or symmetric."""
 
-    def __init__(self, padding: int | Sequence[int], fill: Any = 0,
-                 padding_mode: str = "constant") -> None:
+    def __init__(
+        self, padding: int | Sequence[int], fill: Any = 0, padding_mode: str = "constant"
+    ) -> None:
         F._check_pad_args(padding, fill, padding_mode, is_array=False)
         self.padding = padding
         self.fill = fill
@@ -143,8 +160,10 @@ class Pad:
         return F.pad(img, self.padding, self.fill, self.padding_mode)
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(padding={self.padding}, fill={self.fill}, "
-                f"padding_mode={self.padding_mode})")
+        return (
+            f"{self.__class__.__name__}(padding={self.padding}, fill={self.fill}, "
+            f"padding_mode={self.padding_mode})"
+        )
 
 
 class Lambda:
@@ -194,8 +213,9 @@ class Grayscale:
 
     def __init__(self, num_output_channels: int = 1) -> None:
         if num_output_channels not in (1, 3):
-            raise ValueError("num_output_channels should be either 1 or 3. "
-                             f"Got {num_output_channels!r}")
+            raise ValueError(
+                f"num_output_channels should be either 1 or 3. Got {num_output_channels!r}"
+            )
         self.num_output_channels = num_output_channels
 
     def __call__(self, img: Image.Image) -> Image.Image:

@@ -3,9 +3,9 @@
 An I/O-free codec shared by the server (:func:`decode_infer_request`,
 :func:`encode_infer_response`) and the remote backend (:func:`encode_infer_request`,
 :func:`decode_infer_response`). It knows bytes, header values and numpy arrays, nothing of
-HTTP. Server-side decoding raises :class:`~model_agnostic.errors.ProtocolError` (HTTP 400) for
-anything malformed; client-side decoding raises
-:class:`~model_agnostic.errors.RemoteResponseError`. See ``docs/serving.md`` ("Protocol").
+HTTP. Anything malformed raises :class:`~model_agnostic.errors.ProtocolError` whose
+``status`` hints the HTTP status a server answers (400; 500 for outputs that cannot be
+encoded); the client translates it at its boundary. See ``docs/serving.md`` ("Protocol").
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..errors import ProtocolError, RemoteResponseError, ServingError
-from ..tensors import TensorSpec
-from ._codec import (
+from ..errors import ProtocolError
+from ..tensors import TensorSpec, describe_spec, is_fixed
+from .codec import (
     DATATYPES,
-    Raise,
     array_from_binary,
     array_from_json,
     array_to_binary,
@@ -32,38 +31,18 @@ from ._codec import (
     describe,
     split_bytes,
 )
-from ._metadata import (
-    check_inputs,
-    describe_spec,
-    is_fixed,
-    model_metadata,
-    specs_from_metadata,
-    tensor_metadata,
-)
+from .json_body import DEFAULT_MAX_DEPTH, HEADER_LENGTH, header_split, load_object
 
 __all__ = [
-    "DATATYPES",
-    "DEFAULT_MAX_DEPTH",
-    "HEADER_LENGTH",
+    "DEFAULT_MAX_ELEMENTS",
     "InferRequest",
     "RequestedOutput",
-    "check_inputs",
-    "datatype_of",
     "decode_infer_request",
     "decode_infer_response",
     "encode_infer_request",
     "encode_infer_response",
-    "json_depth",
-    "model_metadata",
-    "specs_from_metadata",
-    "tensor_metadata",
 ]
 
-#: The binary extension's header: the length of the JSON part of the body.
-HEADER_LENGTH = "Inference-Header-Content-Length"
-#: JSON nested deeper than this is refused before it is parsed (a tensor of rank 32 nests
-#: 32 levels inside the request's own 3).
-DEFAULT_MAX_DEPTH = 64
 #: Elements one tensor may have (its declared shape), checked before anything is allocated.
 DEFAULT_MAX_ELEMENTS = 1 << 26
 
@@ -117,10 +96,10 @@ def decode_infer_request(
     are read-only views of ``body``.
     """
     body = _as_bytes(body, "request")
-    split = _header_split(header_length, len(body))
+    split = header_split(header_length, len(body))
     if split == 0:
         return InferRequest(inputs=_decode_raw(body, raw_input, max_elements))
-    doc = _load_object(body if split is None else body[:split], "request", max_depth)
+    doc = load_object(body if split is None else body[:split], "request", max_depth)
     tensors = _decode_tensors(doc.get("inputs"), "input", body, split, max_elements)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -129,7 +108,10 @@ def decode_infer_request(
     binary_output = _flag(parameters, "binary_data_output", "request parameters")
     outputs = _requested_outputs(doc.get("outputs"), binary_output)
     return InferRequest(
-        inputs=tensors, id=request_id, parameters=parameters, outputs=outputs,
+        inputs=tensors,
+        id=request_id,
+        parameters=parameters,
+        outputs=outputs,
         binary_output=binary_output and outputs is None,
     )
 
@@ -143,8 +125,8 @@ def encode_infer_response(
     """The response body and headers for ``outputs``, as ``request`` asked for them.
 
     An unknown requested output is a :class:`ProtocolError` (400); an output the protocol
-    cannot carry (complex dtype, non-UTF-8 BYTES asked for as JSON) a :class:`ServingError`
-    (500) that says what to do.
+    cannot carry (complex dtype, non-UTF-8 BYTES asked for as JSON) a ``ProtocolError``
+    with status 500 that says what to do.
     """
     if request.outputs is None:
         selected = [(name, request.binary_output) for name in outputs]
@@ -161,8 +143,7 @@ def encode_infer_response(
         doc["model_version"] = model_version
     doc["id"] = request.id or ""
     doc["outputs"], chunks = _encode_tensors(
-        "output", [(name, outputs[name], binary) for name, binary in selected],
-        ServingError,
+        "output", [(name, outputs[name], binary) for name, binary in selected]
     )
     return _assemble(doc, chunks)
 
@@ -183,7 +164,7 @@ def encode_infer_request(
     if request_id is not None:
         doc["id"] = request_id
     doc["inputs"], chunks = _encode_tensors(
-        "input", [(name, array, binary) for name, array in inputs.items()], ProtocolError
+        "input", [(name, array, binary) for name, array in inputs.items()]
     )
     if outputs is not None:
         doc["outputs"] = [
@@ -199,25 +180,22 @@ def decode_infer_response(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Outputs by name and ``{"model_name", "model_version", "id", "parameters"}``.
 
-    Raises :class:`RemoteResponseError` if the response is malformed in any way.
+    Raises :class:`ProtocolError` if the response is malformed in any way.
     """
-    try:
-        body = _as_bytes(body, "response")
-        split = _header_split(header_length, len(body))
-        if split == 0:
-            raise ProtocolError(f"a response cannot be a raw binary body ({HEADER_LENGTH}: 0)")
-        doc = _load_object(body if split is None else body[:split], "response")
-        if "outputs" not in doc and "error" in doc:
-            raise ProtocolError(f"the server answered with an error: {describe(doc['error'], 200)}")
-        outputs = _decode_tensors(doc.get("outputs"), "output", body, split, _RESPONSE_LIMIT)
-        meta: dict[str, Any] = {"parameters": _parameters(doc, "response")}
-        for key in ("model_name", "model_version", "id"):
-            value = doc.get(key)
-            if value is not None and not isinstance(value, str):
-                raise ProtocolError(f"response {key!r} must be a string, got {describe(value)}")
-            meta[key] = value
-    except ProtocolError as error:
-        raise RemoteResponseError(f"malformed inference response: {error}") from None
+    body = _as_bytes(body, "response")
+    split = header_split(header_length, len(body))
+    if split == 0:
+        raise ProtocolError(f"a response cannot be a raw binary body ({HEADER_LENGTH}: 0)")
+    doc = load_object(body if split is None else body[:split], "response")
+    if "outputs" not in doc and "error" in doc:
+        raise ProtocolError(f"the server answered with an error: {describe(doc['error'], 200)}")
+    outputs = _decode_tensors(doc.get("outputs"), "output", body, split, _RESPONSE_LIMIT)
+    meta: dict[str, Any] = {"parameters": _parameters(doc, "response")}
+    for key in ("model_name", "model_version", "id"):
+        value = doc.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ProtocolError(f"response {key!r} must be a string, got {describe(value)}")
+        meta[key] = value
     return outputs, meta
 
 
@@ -230,78 +208,6 @@ def _as_bytes(body: Any, what: str) -> bytes:
     if not body:
         raise ProtocolError(f"the {what} body is empty; expected a JSON inference {what}")
     return body
-
-
-def _header_split(value: Any, size: int) -> int | None:
-    """Where the JSON part of the body ends, from the header value (``None``: no header)."""
-    if value is None:
-        return None
-    text = str(value).strip() if isinstance(value, (str, int)) else ""
-    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()):
-        raise ProtocolError(
-            f"{HEADER_LENGTH} must be a non-negative decimal integer, got {describe(value)}"
-        )
-    split = int(text)
-    if split > size:
-        raise ProtocolError(f"{HEADER_LENGTH} is {split}, but the body has only {size} bytes")
-    return split
-
-
-_DEPTH_BLOCK = 1 << 16
-
-
-def json_depth(raw: bytes, stop_above: int | None = None) -> int:
-    """The deepest ``[``/``{`` nesting in ``raw``, counted without parsing (a bracket inside
-    a string counts too, which only errs towards refusing). Scans 64 KiB at a time, so it
-    needs little memory, and returns early once the depth passes ``stop_above``."""
-    opened = raw.count(b"[") + raw.count(b"{")
-    if stop_above is not None and opened <= stop_above:
-        return opened  # cannot be deeper than the number of brackets opened
-    depth = deepest = 0
-    for start in range(0, len(raw), _DEPTH_BLOCK):
-        codes = np.frombuffer(raw, np.uint8, count=min(_DEPTH_BLOCK, len(raw) - start),
-                              offset=start)
-        steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
-        steps -= (codes == 0x5D) | (codes == 0x7D)
-        running = np.cumsum(steps)
-        if running.size:
-            deepest = max(deepest, depth + int(running.max()))
-            depth += int(running[-1])
-        if stop_above is not None and deepest > stop_above:
-            break
-    return deepest
-
-
-def _load_object(raw: bytes, what: str, max_depth: int | None = None) -> dict[str, Any]:
-    if max_depth is not None and (depth := json_depth(raw, max_depth)) > max_depth:
-        raise ProtocolError(f"the {what} JSON is nested {depth} levels deep or more, over "
-                            f"the limit of {max_depth}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        hint = ""
-        try:  # valid JSON followed by bytes: binary tensors sent without the header
-            json.JSONDecoder().raw_decode(raw[:error.start].decode("utf-8"))
-            hint = f"; binary data after the JSON needs the {HEADER_LENGTH} header"
-        except (ValueError, RecursionError):
-            pass
-        raise ProtocolError(
-            f"the {what} is not UTF-8 text (invalid byte at {error.start}); expected JSON{hint}"
-        ) from None
-    try:
-        doc = json.loads(text)
-    except RecursionError:
-        raise ProtocolError(f"the {what} JSON is nested too deeply") from None
-    except json.JSONDecodeError as error:
-        hint = ""
-        if error.msg == "Extra data":
-            hint = f"; binary data after the JSON needs the {HEADER_LENGTH} header"
-        raise ProtocolError(f"the {what} is not valid JSON: {error}{hint}") from None
-    except (ValueError, MemoryError) as error:
-        raise ProtocolError(f"the {what} is not valid JSON: {describe(str(error), 120)}") from None
-    if not isinstance(doc, dict):
-        raise ProtocolError(f"the {what} must be a JSON object, got {describe(doc)}")
-    return doc
 
 
 def _parameters(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -400,8 +306,7 @@ def _tensor_header(
     if size is None:
         if "data" not in entry:
             raise ProtocolError(
-                f"{where} ({label}) has no 'data' (nor parameters.binary_data_size for "
-                "binary data)"
+                f"{where} ({label}) has no 'data' (nor parameters.binary_data_size for binary data)"
             )
     elif type(size) is not int or size < 0:
         raise ProtocolError(
@@ -446,14 +351,12 @@ def _raw_shape(
     if dims and not is_fixed(dims[0]):
         shape[0] = total // item if item else 0
     if math.prod(shape) * unit != total:
-        raise ProtocolError(
-            f"{where}: {total} {what} do not fit the model's {describe_spec(spec)}"
-        )
+        raise ProtocolError(f"{where}: {total} {what} do not fit the model's {describe_spec(spec)}")
     return check_shape(where, shape, limit)
 
 
 def _encode_tensors(
-    kind: str, tensors: Sequence[tuple[str, Any, bool]], error: Raise
+    kind: str, tensors: Sequence[tuple[str, Any, bool]]
 ) -> tuple[list[dict[str, Any]], list[memoryview]]:
     """The JSON entries of ``tensors`` and the binary chunks that follow the JSON."""
     entries: list[dict[str, Any]] = []
@@ -464,14 +367,14 @@ def _encode_tensors(
         try:
             datatype = datatype_of(array.dtype)
         except ProtocolError as exc:
-            raise error(f"{where}: {exc}") from None
+            raise ProtocolError(f"{where}: {exc}", status=500) from None
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            chunk = array_to_binary(where, array, datatype, error)
+            chunk = array_to_binary(where, array, datatype)
             entry["parameters"] = {"binary_data_size": chunk.nbytes}
             chunks.append(chunk)
         else:
-            entry["data"] = array_to_json(where, array, datatype, error)
+            entry["data"] = array_to_json(where, array, datatype)
         entries.append(entry)
     return entries, chunks
 

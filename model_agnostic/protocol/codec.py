@@ -1,16 +1,16 @@
 """Tensor data of the Open Inference Protocol: datatypes, and JSON or binary data <-> arrays.
 
-A private helper of :mod:`model_agnostic.serving.protocol`. Decoding never trusts its input:
-every failure is a :class:`~model_agnostic.errors.ProtocolError` (HTTP 400) that names the
-tensor and says what was expected, and nothing is allocated before the element count has
-been checked against the caller's limit.
+Decoding never trusts its input: every failure is a
+:class:`~model_agnostic.errors.ProtocolError` (status hint 400) that names the tensor and
+says what was expected, and nothing is allocated before the element count has been checked
+against the caller's limit. Encoding an array the protocol cannot carry is a
+``ProtocolError`` with status hint 500: on a server, those are the model's own outputs.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -21,7 +21,6 @@ from ..errors import ProtocolError
 __all__ = [
     "DATATYPES",
     "MAX_RANK",
-    "Raise",
     "array_from_binary",
     "array_from_json",
     "array_to_binary",
@@ -63,9 +62,6 @@ _VALUES = {
     "FP": ((int, float, type(None)), "numbers (null for NaN)"),
     "BYTES": ((str,), "strings"),
 }
-
-#: Builds the error to raise from a message (client: ProtocolError; server: ServingError).
-Raise = Callable[[str], Exception]
 
 
 def datatype_of(dtype: np.dtype) -> str:
@@ -235,8 +231,7 @@ def split_bytes(where: str, chunk: memoryview, count: int | None) -> list[bytes]
         pos += _LENGTH.size
         if length > size - pos:
             raise ProtocolError(
-                f"{where}: BYTES element {len(items)} declares {length} bytes, "
-                f"{size - pos} remain"
+                f"{where}: BYTES element {len(items)} declares {length} bytes, {size - pos} remain"
             )
         items.append(bytes(chunk[pos : pos + length]))
         pos += length
@@ -272,11 +267,11 @@ def array_from_binary(
     return array.reshape(shape)
 
 
-def array_to_json(where: str, array: np.ndarray, datatype: str, error: Raise) -> list[Any]:
+def array_to_json(where: str, array: np.ndarray, datatype: str) -> list[Any]:
     """Flat row-major JSON data; non-finite floats become ``null`` to keep the JSON strict."""
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        return [_as_text(where, value, error) for value in flat.tolist()]
+        return [_as_text(where, value) for value in flat.tolist()]
     values: list[Any] = flat.tolist()
     if flat.dtype.kind == "f":
         finite = np.isfinite(flat)
@@ -286,39 +281,45 @@ def array_to_json(where: str, array: np.ndarray, datatype: str, error: Raise) ->
     return values
 
 
-def array_to_binary(where: str, array: np.ndarray, datatype: str, error: Raise) -> memoryview:
+def array_to_binary(where: str, array: np.ndarray, datatype: str) -> memoryview:
     """Little-endian row-major bytes of ``array``; a view, not a copy, where it can be."""
     if datatype != "BYTES":
         return np.ascontiguousarray(array, dtype=DATATYPES[datatype]).reshape(-1).data
     parts: list[bytes] = []
     for value in array.reshape(-1).tolist():
-        item = _as_raw(where, value, error)
+        item = _as_raw(where, value)
         if len(item) >= 1 << 32:
-            raise error(f"{where}: a BYTES element of {len(item)} bytes is over the 4 GiB limit")
+            raise _unencodable(
+                f"{where}: a BYTES element of {len(item)} bytes is over the 4 GiB limit"
+            )
         parts += (_LENGTH.pack(len(item)), item)
     return memoryview(b"".join(parts))
 
 
-def _as_text(where: str, value: Any, error: Raise) -> str:
+def _unencodable(message: str) -> ProtocolError:
+    return ProtocolError(message, status=500)
+
+
+def _as_text(where: str, value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise error(
+            raise _unencodable(
                 f"{where}: a BYTES element is not UTF-8 text, which JSON cannot carry; "
                 "ask for it as binary data"
             ) from None
-    raise error(f"{where}: BYTES elements must be bytes or str, got {type(value).__name__}")
+    raise _unencodable(f"{where}: BYTES elements must be bytes or str, got {type(value).__name__}")
 
 
-def _as_raw(where: str, value: Any, error: Raise) -> bytes:
+def _as_raw(where: str, value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         try:
             return value.encode("utf-8")
         except UnicodeEncodeError:
-            raise error(f"{where}: a BYTES string is not valid Unicode text") from None
-    raise error(f"{where}: BYTES elements must be bytes or str, got {type(value).__name__}")
+            raise _unencodable(f"{where}: a BYTES string is not valid Unicode text") from None
+    raise _unencodable(f"{where}: BYTES elements must be bytes or str, got {type(value).__name__}")

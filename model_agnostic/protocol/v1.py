@@ -1,8 +1,9 @@
-"""The v1 (TF Serving REST / KServe v1) ``:predict`` JSON messages, for the remote backend.
+"""The v1 (TF Serving REST / KServe v1) ``:predict`` JSON messages.
 
 Request ``{"instances": [...]}``: one instance per row, a nested list for a single input or
 an object ``{input_name: row}`` for several. Answer ``{"predictions": [...]}``: a list of rows
-(single output) or of objects keyed by output name. I/O-free: bytes and arrays only.
+(single output) or of objects keyed by output name. I/O-free: bytes and arrays only. A
+malformed answer raises :class:`~model_agnostic.errors.ProtocolError`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RemoteResponseError, TensorSpecError
-from ..model import Arrays
+from .. import rows
+from ..errors import ProtocolError, TensorSpecError
 from ..tensors import TensorSpec
+
+Arrays = dict[str, np.ndarray]
 
 __all__ = ["encode_v1_request", "decode_v1_response"]
 
@@ -38,13 +41,11 @@ def encode_v1_request(inputs: Arrays, names: Sequence[str]) -> bytes:
         ) from None
 
 
-def decode_v1_response(
-    doc: Any, specs: Sequence[TensorSpec], rows: int, where: str
-) -> Arrays:
+def decode_v1_response(doc: Any, specs: Sequence[TensorSpec], rows: int, where: str) -> Arrays:
     """The outputs in a v1 ``{"predictions": [...]}`` answer, checked against ``specs``."""
     predictions = doc.get("predictions") if isinstance(doc, dict) else None
     if not isinstance(predictions, list) or len(predictions) != rows:
-        raise RemoteResponseError(
+        raise ProtocolError(
             f"{where}: expected a JSON object with a 'predictions' list of {rows} rows, got "
             f"{_preview(doc)}"
         )
@@ -53,7 +54,7 @@ def decode_v1_response(
         columns = {}
         for name in names:
             if not all(name in row for row in predictions):
-                raise RemoteResponseError(
+                raise ProtocolError(
                     f"{where}: every prediction needs output {name!r}, got keys "
                     f"{sorted(predictions[0]) if predictions else []}"
                 )
@@ -61,7 +62,7 @@ def decode_v1_response(
     elif len(names) == 1:
         columns = {names[0]: predictions}
     else:
-        raise RemoteResponseError(
+        raise ProtocolError(
             f"{where}: the model has outputs {names}, so each prediction must be an object "
             f"keyed by output name; got {_preview(predictions[0])}"
         )
@@ -70,9 +71,8 @@ def decode_v1_response(
         try:
             result[spec.name] = np.asarray(columns[spec.name], dtype=spec.dtype)
         except (TypeError, ValueError) as exc:
-            raise RemoteResponseError(
-                f"{where}: output {spec.name!r} is not a rectangular array of "
-                f"{spec.dtype} ({exc})"
+            raise ProtocolError(
+                f"{where}: output {spec.name!r} is not a rectangular array of {spec.dtype} ({exc})"
             ) from None
     return result
 
@@ -81,17 +81,12 @@ def _check_v1_inputs(inputs: Arrays, names: Sequence[str]) -> None:
     if set(inputs) != set(names):
         raise TensorSpecError(f"got inputs {sorted(inputs)}, the model expects {list(names)}")
     for name in names:
-        array = inputs[name]
-        if not isinstance(array, np.ndarray) or array.ndim == 0:
+        if not isinstance(inputs[name], np.ndarray):
             raise TensorSpecError(
                 f"input {name!r} must be a numpy array with a leading batch axis, "
-                f"got {type(array).__name__}"
+                f"got {type(inputs[name]).__name__}"
             )
-    sizes = {name: inputs[name].shape[0] for name in names}
-    if len(set(sizes.values())) != 1:
-        raise TensorSpecError(
-            f"inputs have different batch sizes {sizes}; every input needs the same leading axis"
-        )
+    rows.count(inputs)
 
 
 def _preview(value: Any) -> str:
