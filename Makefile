@@ -11,17 +11,19 @@ XRAY := $(CHEXNET)/data/nih_cxr14_00000001_000.png
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[torch,serve,ray,dev]' $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[torch,serve,ray,dicom,dev]' $(TORCH_PINS)
 	touch $@
 
 # CheXNet end to end: build on PyTorch, export to ONNX, verify parity stage by stage,
 # write a checksummed artifact, inspect it, predict the sample X-ray from the artifact on
-# ONNX Runtime in a process where torch cannot be imported, then serve the artifact and
-# run the same class against the server as a remote backend.
+# ONNX Runtime in a process where torch cannot be imported (its findings, and the heatmap
+# of the top one written to artifacts/heatmaps/), then serve the artifact and run the
+# same class against the server as a remote backend.
 demo: $(VENV)/.installed
 	$(PY) -m model_agnostic export --config $(CHEXNET)/config.toml --force
 	$(PY) -m model_agnostic inspect $(CHEXNET)/artifacts/chexnet
-	$(PY) -m model_agnostic predict --forbid-torch --config $(CHEXNET)/artifacts/chexnet $(XRAY)
+	$(PY) -m model_agnostic predict --forbid-torch --config $(CHEXNET)/artifacts/chexnet \
+		--explain 1 --heatmaps $(CHEXNET)/artifacts/heatmaps $(XRAY)
 	$(PY) $(CHEXNET)/serve_demo.py
 
 # Keep a CheXNet server running on http://127.0.0.1:8000 (web page at /ui); Ctrl-C stops it.
@@ -41,7 +43,8 @@ test: $(VENV)/.installed
 # Long: about 3 hours on the 2-core development machine (docs/benchmarks.md).
 BENCHES := batcher resize_bands preprocessing backends exporters cold_start \
 	thread_interference server_memory serving load ray_overhead ray_serving fuzz \
-	install_size mutations export_cost
+	install_size mutations export_cost peers json_path grpc_vs_http remote_overhead \
+	explain_cost dicom_decode conformance
 bench: $(VENV)/.installed
 	cd bench && for script in $(BENCHES); do ../$(PY) $$script.py || exit 1; done
 	cd bench && ../$(PY) export_coverage.py --calibrate --force

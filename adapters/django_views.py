@@ -41,7 +41,13 @@ def view(dataplane: DataPlane) -> Any:
                 )
             else:
                 answer = dataplane.handle(
-                    Request(request.method, "/" + path, body, dict(request.headers))
+                    Request(
+                        request.method,
+                        "/" + path,
+                        body,
+                        dict(request.headers),
+                        request.META.get("QUERY_STRING", ""),
+                    )
                 )
         response = http.HttpResponse(answer.body, status=answer.status)
         for key, value in answer.headers.items():

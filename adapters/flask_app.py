@@ -56,7 +56,8 @@ def _answer(request: Any, dataplane: DataPlane, path: str) -> Response:
     if refused is not None:  # before reading the body
         return refused
     body = request.get_data(cache=False)
-    return dataplane.handle(Request(request.method, "/" + path, body, dict(request.headers)))
+    query = request.query_string.decode("latin-1")
+    return dataplane.handle(Request(request.method, "/" + path, body, dict(request.headers), query))
 
 
 def _to_flask(flask: Any, response: Response) -> Any:

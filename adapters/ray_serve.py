@@ -211,7 +211,8 @@ class _Core:
         path, root = scope.get("path", "/"), scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
-        plain = Request(request.method, path, body, dict(request.headers))
+        query = scope.get("query_string", b"").decode("latin-1")
+        plain = Request(request.method, path, body, dict(request.headers), query)
         return await self.loop.run_in_executor(self._handle, self.dataplane.handle, plain)
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -68,13 +69,15 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json``: ``data`` (samples, medians, ratios, targets)
-    plus ``machine``, ``command``, ``finished`` (UTC) and ``wall_s`` (seconds since the
-    script started). NaN and infinities become null. ``bench/render_docs.py`` renders the
+    plus ``machine``, ``command``, ``commit`` (the code measured: ``git describe``-style,
+    ``+dirty`` with uncommitted changes), ``finished`` (UTC) and ``wall_s`` (seconds since
+    the script started). NaN and infinities become null. ``bench/render_docs.py`` renders the
     tables in docs/ from these files; the name is the bench script's file stem."""
     argv = list(sys.argv)
     if argv and Path(argv[0]).is_absolute() and Path(argv[0]).is_relative_to(ROOT):
         argv[0] = Path(argv[0]).relative_to(ROOT).as_posix()
     record = {**data, "machine": machine(), "command": " ".join(["python", *argv]),
+              "commit": commit(),
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "wall_s": round(time.perf_counter() - _STARTED, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -84,6 +87,16 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     temporary.replace(path)
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
     return path
+
+
+def commit() -> str:
+    """The checked-out commit (short hash), ``+dirty`` when the tree has changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=7", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _plain(value: Any) -> Any:

@@ -73,7 +73,8 @@ def start(command: list[str], url: str, ready_path: str, env: dict[str, str]) ->
 
 
 def ensure_artifact() -> None:
-    if not (ARTIFACT / "model.onnx").is_file():
+    """Export the CheXNet artifact unless a current one (with its heatmap weights) exists."""
+    if not (ARTIFACT / "model.cam_weights.npy").is_file():
         subprocess.run([sys.executable, "-m", "model_agnostic", "export", "--config",
                         str(CHEXNET_CONFIG), "--force"], check=True, cwd=ROOT)
 

@@ -15,8 +15,10 @@ _EXTRAS = {
     "onnxscript": "torch",
     "waitress": "serve",
     "prometheus_client": "serve",
+    "grpc": "serve",
     "ray": "ray",
     "starlette": "ray",
+    "pydicom": "dicom",
 }
 
 

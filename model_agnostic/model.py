@@ -16,19 +16,33 @@ Array conventions
 * ``infer(inputs)`` runs the network on a batch and returns ``{output_name: array}``.
 * ``process_result(outputs)`` receives ``{output_name: array}`` restricted to the
   rows of one raw input, and returns whatever the user wants to hand back.
+
+Heatmaps
+--------
+A model whose head is global pooling + a linear layer can declare :attr:`Model.cam`
+(:class:`~model_agnostic.heatmaps.CAM`): its network then returns the last feature map
+as an extra output, ``predict(raw, explain=True)`` returns an
+:class:`~model_agnostic.heatmaps.Explanation` with a class activation map per class,
+and plain ``predict`` does not fetch the feature map at all. :meth:`Model.crops` says
+where each row of ``preprocessing(raw)`` lies in the image.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from . import rows
 from .errors import ConfigError, InputError, TensorSpecError
 from .tensors import TensorSpec, check_arrays
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .heatmaps import CAM, Crop
 
 __all__ = ["Model", "Arrays"]
 
@@ -53,6 +67,8 @@ class Model(ABC):
     #: The parity verdict of the artifact this model was loaded from (``load_model``
     #: sets it from ``parity.json``); None when it was not loaded from an artifact.
     artifact_parity: dict[str, Any] | None = None
+    #: Where class activation maps come from (see :mod:`.heatmaps`); None: no heatmaps.
+    cam: ClassVar[CAM | None] = None
 
     def __init__(self, **options: Any) -> None:
         allowed = self.option_names()
@@ -93,18 +109,55 @@ class Model(ABC):
         """
         return None
 
+    def crops(self, image: Image.Image) -> list[Crop]:
+        """Where each row of ``preprocessing(raw)`` lies in ``image`` (heatmaps only).
+
+        Default: one row showing the whole image. A TenCrop model returns
+        :func:`~model_agnostic.heatmaps.ten_crop_boxes`.
+        """
+        from .heatmaps import Crop
+
+        return [Crop((0.0, 0.0, float(image.width), float(image.height)))]
+
+    def explain_image(self, raw: Any) -> Image.Image:
+        """The raw input as the image heatmaps are drawn over (default: ``load_image``)."""
+        from .images import load_image
+
+        return load_image(raw, mode="RGB")
+
     # ---------------------------------------------------------------- backend
     @abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:
-        """Run the network on a batch of model-ready arrays; provided by the backend."""
+        """Run the network on a batch of model-ready arrays; provided by the backend.
+
+        The built-in backends also take ``outputs=[names]`` to fetch only those outputs;
+        ``predict`` passes it only for a model with :attr:`cam` (to skip the feature map).
+        """
+
+    def cam_weights(self) -> np.ndarray:
+        """The classifier weights (``classes x channels``) of :attr:`cam`; from the backend."""
+        raise ConfigError(f"the {self.backend_name or 'chosen'} backend cannot compute heatmaps")
+
+    def result_outputs(self) -> list[str] | None:
+        """The outputs ``process_result`` needs: all but the CAM feature map (None: all)."""
+        if self.cam is None:
+            return None
+        return [name for name in self.output_names if name != self.cam.features]
 
     # --------------------------------------------------------------- pipeline
-    def predict(self, raw: Any) -> Any:
-        """Run the whole pipeline on one raw input."""
-        return self.predict_batch([raw])[0]
+    def predict(self, raw: Any, explain: bool | int | Sequence[str] = False) -> Any:
+        """Run the whole pipeline on one raw input; see :meth:`predict_batch` for ``explain``."""
+        return self.predict_batch([raw], explain=explain)[0]
 
-    def predict_batch(self, raws: Sequence[Any]) -> list[Any]:
-        """Run the pipeline on many raw inputs with one backend call; one result per input."""
+    def predict_batch(
+        self, raws: Sequence[Any], explain: bool | int | Sequence[str] = False
+    ) -> list[Any]:
+        """Run the pipeline on many raw inputs with one backend call; one result per input.
+
+        ``explain`` (models with :attr:`cam`): ``True`` for the three top-scoring classes'
+        heatmaps, a number for that many, or class labels; each result is then an
+        :class:`~model_agnostic.heatmaps.Explanation` holding the result and the maps.
+        """
         if isinstance(raws, (str, bytes)) or not isinstance(raws, Sequence):
             raise InputError(
                 f"predict_batch expects a list of raw inputs, got {type(raws).__name__}; "
@@ -116,8 +169,19 @@ class Model(ABC):
         for arrays in prepared:
             self.check_inputs(arrays)
         counts = [rows.count(arrays) for arrays in prepared]
-        outputs = self.infer(rows.merge(prepared, self.input_names))
-        return [self.process_result(part) for part in rows.split(outputs, counts)]
+        merged = rows.merge(prepared, self.input_names)
+        wanted = None if explain is not False else self.result_outputs()
+        if wanted is None:
+            outputs = self.infer(merged)
+        else:  # the built-in backends take outputs=; see infer
+            outputs = self.infer(merged, outputs=wanted)  # type: ignore[call-arg]
+        parts = rows.split(outputs, counts)
+        results = [self.process_result(part) for part in parts]
+        if explain is False:
+            return results
+        from .heatmaps import explain_results
+
+        return explain_results(self, raws, parts, results, explain)
 
     def prepare(self, raw: Any) -> Arrays:
         """``preprocessing(raw)`` as ``{input_name: array}``, checked against the contract."""

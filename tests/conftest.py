@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+# KServe's ModelServer and MLServer as real processes (tests/peers/fixtures.py), once per session
+from tests.peers.fixtures import kserve_server, mlserver_server, peer_models  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
+#: bench/conformance.py sets this: where to write the outcome of every interop-marked test.
+INTEROP_RESULTS = "MODEL_AGNOSTIC_INTEROP_RESULTS"
+_interop: list[dict[str, Any]] = []
 TESTS = ROOT / "tests"
 XRAY = ROOT / "examples" / "chexnet" / "data" / "nih_cxr14_00000001_000.png"
 
@@ -78,3 +87,27 @@ def chexnet_onnx_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_onnx(pytorch, folder / "chexnet.onnx", XRAY)
     return chexnet_config(folder, "onnxruntime",
                           '[onnxruntime]\npath = "chexnet.onnx"\n\n[serving]\nname = "chexnet"')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Record each ``@pytest.mark.interop(client, server, transport)`` test's outcome."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    marker = item.get_closest_marker("interop")
+    if marker is None or not os.environ.get(INTEROP_RESULTS):
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2])
+        elif report.failed:
+            reason = str(report.longrepr).strip().splitlines()[-1][:300]
+        _interop.append({**marker.kwargs, "test": item.nodeid, "outcome": report.outcome,
+                         "reason": reason})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get(INTEROP_RESULTS)
+    if target:
+        Path(target).write_text(json.dumps(_interop, indent=2) + "\n", encoding="utf-8")

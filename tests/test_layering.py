@@ -17,19 +17,23 @@ PACKAGE = ROOT / "model_agnostic"
 #: Floors, bottom first: a module may import from its own floor and the floors below.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "tensors", "rows", "_deps"),
-    ("model", "images", "pickle_scan", "onnx_safety"),
-    ("protocol", "artifact", "transforms", "checkpoints"),
+    ("model", "images", "dicom", "pickle_scan", "onnx_safety"),
+    ("protocol", "artifact", "transforms", "checkpoints", "heatmaps"),
     ("backends",),
     ("config",),
-    ("export", "serving", "inspection"),
+    ("export", "serving", "inspection", "evaluate"),
     ("cli", "__main__", "adapters"),
 )
 #: Upward imports made inside a function, on purpose (each says why).
 LAZY_UPWARD = {
     # Model.with_backend is a convenience over backends.bind, imported on call.
     ("model", "backends"),
+    # predict(explain=...) assembles heatmaps, imported on call (and for type hints).
+    ("model", "heatmaps"),
 }
 MAX_LINES = 450
+#: Generated code, exempt from the line limit (model_agnostic/protocol/grpc/README.md).
+GENERATED = {"protocol.grpc.inference_pb2"}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -60,6 +64,9 @@ def _imports(module: str, path: Path) -> list[tuple[str, bool]]:
     found = []
     functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     nested = {id(n) for f in functions for n in ast.walk(f) if n is not f}
+    typing_only = [n for n in ast.walk(tree) if isinstance(n, ast.If)
+                   and getattr(n.test, "id", None) == "TYPE_CHECKING"]
+    nested |= {id(n) for block in typing_only for n in ast.walk(block) if n is not block}
     for node in ast.walk(tree):
         lazy = id(node) in nested
         if isinstance(node, ast.ImportFrom):
@@ -106,15 +113,18 @@ def test_every_import_goes_to_the_same_floor_or_below() -> None:
 
 
 def test_no_library_module_is_over_450_lines() -> None:
-    long = {f"{m} ({n} lines)" for m, p in _modules()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {f"{m} ({n} lines)" for m, p in _modules() if m not in GENERATED
+            and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == set()
+    assert all(_is_module(m) for m in GENERATED)  # the allow-list names files that exist
 
 
 def test_the_protocol_package_imports_neither_serving_nor_backends() -> None:
-    code = ("import sys, model_agnostic.protocol\n"
+    """Nor grpc and protobuf: the generated messages load on first use."""
+    code = ("import sys, model_agnostic.protocol, model_agnostic.protocol.grpc.convert\n"
             "print(sorted(m for m in sys.modules if m.startswith(('model_agnostic.serving', "
-            "'model_agnostic.backends'))))")
+            "'model_agnostic.backends', 'model_agnostic.protocol.grpc.inference_pb2', "
+            "'grpc.', 'google.protobuf')) or m == 'grpc'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr

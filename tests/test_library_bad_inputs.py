@@ -107,10 +107,16 @@ SOURCES = [
 
 
 def reference(data: bytes, mode: str) -> np.ndarray:
-    """Pillow's own conversion (as load_image documents), palette transparency via RGBA."""
+    """Pillow's own conversion (as load_image documents), palette transparency via RGBA;
+    16- and 32-bit integer images scaled by their bit depth first (bit_depth="scale":
+    v * 255 / (2**bits - 1), rounded), never clipped as Pillow's conversion would."""
     image: Image.Image = Image.open(io.BytesIO(data))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
+    if image.mode in ("I;16", "I"):
+        bits = 16 if image.mode == "I;16" else int(image.tag_v2[258][0])  # TIFF BitsPerSample
+        values = np.asarray(image, dtype=np.float64) * 255 / (2**bits - 1)
+        image = Image.fromarray(np.rint(values).astype(np.uint8))
     return np.asarray(image.convert(mode))
 
 

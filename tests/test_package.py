@@ -57,7 +57,7 @@ def test_serving_and_adapters_import_no_web_framework_or_server() -> None:
         "import model_agnostic.serving, model_agnostic.adapters.flask_app\n"
         "import model_agnostic.adapters.django_views\n"
         "heavy = [m for m in ('torch', 'onnxruntime', 'flask', 'django', 'waitress',\n"
-        "                     'prometheus_client') if sys.modules.get(m)]\n"
+        "                     'prometheus_client', 'grpc', 'google.protobuf') if sys.modules.get(m)]\n"
         "assert not heavy, heavy\n"
     )
     done = run_without_torch(code, cwd=ROOT)

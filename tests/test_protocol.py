@@ -702,8 +702,9 @@ def test_module_exports_exactly_its_public_api() -> None:
     assert sorted(protocol.__all__) == sorted([
         "DATATYPES", "DEFAULT_MAX_DEPTH", "DEFAULT_MAX_ELEMENTS", "HEADER_LENGTH", "InferRequest",
         "RequestedOutput", "datatype_of", "decode_infer_request", "decode_infer_response",
-        "decode_v1_response", "encode_infer_request", "encode_infer_response", "encode_v1_request",
-        "json_depth", "model_metadata", "specs_from_metadata", "tensor_metadata",
+        "decode_v1_response", "dumps", "encode_infer_request", "encode_infer_response",
+        "encode_v1_request", "json_depth", "load_object", "model_metadata", "specs_from_metadata",
+        "tensor_metadata",
     ])
     assert all(hasattr(protocol, name) for name in protocol.__all__)
 

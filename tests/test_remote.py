@@ -68,6 +68,11 @@ class FakeServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fault = ""
+        #: GET /v2: the extensions advertised, or None for a server without that endpoint.
+        self.extensions: list[str] | None = ["binary_tensor_data"]
+        #: Extra fields merged into every infer answer's JSON (e.g. KServe's nulls).
+        self.answer_extra: dict[str, Any] = {}
+        self.output_scale = 2.0
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.connections = self.open = self.max_open = 0
@@ -110,6 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path in (f"/v2/models/{NAME}", f"/v2/models/{NAME}/versions/1"):
             doc = protocol.model_metadata(NAME, ["1"], "fake", [X_SPEC], [Y_SPEC])
             self._send(200, json.dumps(doc).encode())
+        elif self.path == "/v2" and self.server.extensions is not None:
+            doc = {"name": "fake", "version": "1", "extensions": self.server.extensions}
+            self._send(200, json.dumps(doc).encode())
         else:
             self._send(404, json.dumps({"error": f"no model at {self.path}"}).encode())
         self._after()
@@ -130,8 +138,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"predictions": (rows * 2).tolist()}).encode())
         else:
             decoded = protocol.decode_infer_request(body, self.headers.get(protocol.HEADER_LENGTH))
-            outputs = {"y": decoded.inputs["x"] * 2}
+            with np.errstate(invalid="ignore"):  # inf * 0 is NaN on purpose in one test
+                outputs = {"y": decoded.inputs["x"] * np.float32(self.server.output_scale)}
             answer, headers = protocol.encode_infer_response(NAME, "1", decoded, outputs)
+            if self.server.answer_extra:  # rewrite the JSON part, keep any binary tail
+                split = int(headers.get(protocol.HEADER_LENGTH, len(answer)))
+                doc = json.loads(answer[:split])
+                for key, value in self.server.answer_extra.items():
+                    if key == "output_parameters":  # JSON outputs only: binary ones need theirs
+                        for entry in doc["outputs"]:
+                            if "data" in entry:
+                                entry["parameters"] = value
+                    else:
+                        doc[key] = value
+                head = json.dumps(doc).encode()
+                answer = head + answer[split:]
+                if protocol.HEADER_LENGTH in headers:
+                    headers[protocol.HEADER_LENGTH] = str(len(head))
             self._send(200, answer, headers)
         self._after()
 
@@ -274,7 +297,7 @@ def test_sequential_calls_reuse_one_keep_alive_connection(
     model = remote()
     for i in range(5):
         np.testing.assert_array_equal(model.predict([i, i, i]), [2 * i] * 3)
-    assert server.connections == 1 and len(server.requests) == 6
+    assert server.connections == 1 and len(server.requests) == 7  # /v2, metadata, 5 infers
 
 
 def test_concurrent_threads_share_a_bounded_pool(
@@ -313,8 +336,8 @@ def test_stale_keep_alive_connection_is_retried_once_transparently(
     model = remote()
     for i in range(3):
         np.testing.assert_array_equal(model.predict([i, 0, 1]), [2 * i, 0, 2])
-    assert server.connections == 4  # metadata, then a fresh connection per infer
-    assert len(server.requests) == 4  # the stale attempts never reached the handler
+    assert server.connections == 5  # /v2, metadata, then a fresh connection per infer
+    assert len(server.requests) == 5  # the stale attempts never reached the handler
 
 
 def test_a_dropped_request_is_retried_only_on_a_reused_connection(
@@ -527,3 +550,54 @@ def test_transport_exceptions_become_typed_remote_errors() -> None:
     model = RemoteModel("http://x", "m", protocol="v1", transport=MockTransport(handler))
     with pytest.raises(RemoteTimeoutError, match="timeout_s=30"):
         model.infer({"input": np.zeros((1, 1), np.float32)})
+
+
+# --------------------------------------------------------------- negotiation, tolerance
+@pytest.mark.parametrize(
+    ("extensions", "binary", "sends_binary", "why"),
+    [
+        (["binary_tensor_data"], "auto", True, "advertises binary_tensor_data"),
+        ([], "auto", False, "advertises no extensions"),
+        (["model_repository"], "auto", False, "not binary_tensor_data"),
+        (None, "auto", False, "GET /v2 answered 404"),
+        ([], True, True, "forced"),
+        (["binary_tensor_data"], False, False, "binary = false"),
+    ],
+)
+def test_binary_tensors_only_where_the_server_advertises_them_or_the_user_forces_them(
+    server: FakeServer, remote: Callable[..., Any], extensions: Any, binary: Any,
+    sends_binary: bool, why: str,
+) -> None:
+    server.extensions = extensions
+    model = remote(binary=binary)
+    assert why in model.transfer and why in repr(model)
+    np.testing.assert_array_equal(model.predict([1, 2, 3]), [2, 4, 6])
+    assert [protocol.HEADER_LENGTH in h for _, _, h in server.infer_requests()] == [sends_binary]
+
+
+def test_a_bad_binary_setting_is_a_config_error(remote: Callable[..., Any]) -> None:
+    with pytest.raises(ConfigError, match='true, false or "auto"'):
+        remote(binary="yes")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_nulls_for_optional_fields_are_accepted_as_kserve_sends_them(
+    server: FakeServer, remote: Callable[..., Any], binary: bool
+) -> None:
+    """KServe 0.21's server answers ``"parameters": null`` on each output and
+    ``"model_version": null``; the client failed on it before (issue 12)."""
+    server.answer_extra = {"output_parameters": None, "model_version": None, "id": None,
+                           "parameters": None}
+    model = remote(binary=binary)  # binary requested: KServe answers JSON, which is fine too
+    np.testing.assert_array_equal(model.predict([1, 2, 3]), [2, 4, 6])
+    assert model.last_model_version is None
+
+
+def test_non_finite_outputs_are_refused_unless_allowed(
+    server: FakeServer, remote: Callable[..., Any]
+) -> None:
+    server.output_scale = float("inf")
+    with pytest.raises(RemoteResponseError, match=r"output 'y' holds 3 non-finite value\(s\)"):
+        remote().predict([1, 2, 0])
+    result = remote(allow_non_finite=True).predict([1, 2, 0])
+    assert np.isinf(result[:2]).all() and np.isnan(result[2])

@@ -29,7 +29,12 @@ def config(folder: Path, backend: str, extra: str) -> Path:
     return chexnet_config(folder, backend, extra)
 
 
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("binary", [
+    pytest.param(True, id="binary", marks=pytest.mark.interop(
+        client="RemoteModel", server="ours", transport="HTTP binary")),
+    pytest.param(False, id="json", marks=pytest.mark.interop(
+        client="RemoteModel", server="ours", transport="HTTP JSON")),
+])
 def test_remote_chexnet_equals_local_onnx_runtime(served: tuple[Any, str, Path],
                                                    binary: bool) -> None:
     local, url, folder = served

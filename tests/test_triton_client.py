@@ -14,6 +14,8 @@ from tests.serving_fixtures import expected_logits, write_tiny_model
 http = pytest.importorskip("tritonclient.http")
 pytest.importorskip("waitress")
 
+pytestmark = pytest.mark.interop(client="tritonclient", server="ours", transport="HTTP")
+
 IMAGE = np.random.default_rng(7).random((3, 3, 8, 8), dtype=np.float32)
 
 

@@ -1,4 +1,5 @@
-"""The web page in real headless Chromium: upload the sample X-ray, read the rendered findings."""
+"""The web page in real headless Chromium: upload the sample X-ray, read the rendered
+findings, click one and see its heatmap."""
 
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ def test_upload_the_xray_and_read_the_findings(browser: Any, chexnet_onnx_config
                   float(row.find_element(By.CLASS_NAME, "value").text)) for row in rows]
         status = browser.find_element(By.ID, "status").text
         parity = browser.find_element(By.ID, "parity").text
+        # click the second finding: the server draws its heatmap, the page shows it
+        rows[1].click()
+        wait.until(lambda driver: driver.execute_script(
+            "const img = document.getElementById('heatmap');"
+            "return img.complete && img.naturalWidth > 0 && img.style.display === 'block';"))
+        heatmap = browser.find_element(By.ID, "heatmap")
+        explained = browser.find_element(By.ID, "status").text
+        width = browser.execute_script("return arguments[0].naturalWidth;", heatmap)
+        assert "chosen" in rows[1].get_attribute("class")
+    assert f"Heatmap of {shown[1][0]}" in explained and width == 512
+    assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
     assert parity.startswith("Parity UNVERIFIED: NOT a pass")  # a config, never verified
     assert "not an exported artifact" in parity
     assert [name for name, _ in shown] == [f["finding"] for f in expected]

@@ -174,3 +174,31 @@ class UnstorableOption(CountingTinyImage):
     """An option whose value no config file can hold."""
 
     seen: frozenset = frozenset({"a"})
+
+
+class Brightness(Model):
+    """Scores three classes by the image's mean red, green and blue (``gamma`` bends them
+    without changing their order), so its AUROC can be computed from the pixels alone."""
+
+    gamma: float = 1.0
+
+    input_names = ("image",)
+    output_names = ("scores",)
+    labels = ("red", "green", "blue")
+
+    def create_model(self) -> Any:
+        import torch
+
+        class Means(torch.nn.Module):
+            def forward(self, image: torch.Tensor) -> torch.Tensor:
+                return image.mean(dim=(2, 3))
+
+        return Means()
+
+    def preprocessing(self, raw: Any) -> np.ndarray:
+        image = np.asarray(load_image(raw, mode="RGB"), dtype=np.float32) / 255
+        return image.transpose(2, 0, 1)[None]
+
+    def process_result(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        means = outputs["scores"][0].astype(np.float64) ** self.gamma
+        return {name: float(value) for name, value in zip(self.labels, means)}

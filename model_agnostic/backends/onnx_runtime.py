@@ -17,7 +17,7 @@ from ..tensors import TensorSpec
 
 __all__ = ["OnnxModel", "OPTIMIZATION_LEVELS"]
 
-log = logging.getLogger("model_agnostic.onnxruntime")
+log = logging.getLogger(__name__)
 
 #: config value -> ``onnxruntime.GraphOptimizationLevel`` member name
 OPTIMIZATION_LEVELS = {
@@ -91,6 +91,7 @@ class OnnxModel(Model):
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]
         self.outputs = [_spec(arg) for arg in self.session.get_outputs()]
         self._adopt_names()
+        self._cam_weights: np.ndarray | None = None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.weights_source = meta.get("model_agnostic.weights", "unknown")
         if self.weights_source.startswith("random"):
@@ -100,13 +101,25 @@ class OnnxModel(Model):
                 self._label,
             )
 
-    def infer(self, inputs: Arrays) -> Arrays:
-        """Run the session; inputs are checked by the caller (:meth:`Model.check_inputs`)."""
+    def infer(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
+        """Run the session (only ``outputs``, when given); inputs are checked by the
+        caller (:meth:`Model.check_inputs`)."""
+        names = self._output_names if outputs is None else list(outputs)
         try:
-            values = self.session.run(self._output_names, inputs)
+            values = self.session.run(names, inputs)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise InferenceError(f"ONNX Runtime failed running {self._label}: {exc}") from exc
-        return dict(zip(self._output_names, values))
+        return dict(zip(names, values))
+
+    def cam_weights(self) -> np.ndarray:
+        """The classifier weights shipped beside the graph (:func:`cam_weights_file`)."""
+        if self._cam_weights is None:
+            if self.path is None:
+                raise ConfigError(
+                    "heatmaps need the model as a file: its CAM weights lie beside it"
+                )
+            self._cam_weights = load_cam_weights(cam_weights_file(self.path))
+        return self._cam_weights
 
     def _adopt_names(self) -> None:
         graph_in = tuple(spec.name for spec in self.inputs)
@@ -124,6 +137,30 @@ class OnnxModel(Model):
         self.input_names = graph_in
         self.output_names = graph_out
         self._output_names = list(graph_out)
+
+
+def cam_weights_file(onnx_path: Path) -> Path:
+    """Where export puts a CAM model's classifier weights: ``<graph>.cam_weights.npy``."""
+    return onnx_path.with_name(onnx_path.stem + ".cam_weights.npy")
+
+
+def load_cam_weights(path: Path) -> np.ndarray:
+    """A ``classes x channels`` float array from ``path`` (no pickles)."""
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"heatmaps need {path.name} beside the graph (written by export for a model with "
+            "cam); re-export, or copy it with the .onnx file"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path.name} is not a numpy array file: {exc}") from None
+    if weights.ndim != 2 or weights.dtype.kind != "f":
+        raise ModelLoadError(
+            f"{path.name} holds a {weights.dtype} array of shape {weights.shape}; "
+            "expected classes x channels floats"
+        )
+    return weights
 
 
 def _spec(arg: Any) -> TensorSpec:

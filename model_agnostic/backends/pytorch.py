@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .._deps import require
-from ..errors import InferenceError, ModelLoadError
+from ..errors import ConfigError, InferenceError, ModelLoadError
 from ..model import Arrays, Model
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PyTorchModel"]
 
-log = logging.getLogger("model_agnostic.pytorch")
+log = logging.getLogger(__name__)
 
 
 class PyTorchModel(Model):
@@ -95,7 +95,8 @@ class PyTorchModel(Model):
     def create_model(self) -> torch.nn.Module:
         """Build the ``torch.nn.Module`` (import torch inside this method)."""
 
-    def infer(self, inputs: Arrays) -> Arrays:
+    def infer(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
+        """Run the network (it computes every output; ``outputs`` picks those returned)."""
         torch = require("torch", "The PyTorch backend")
         tensors = [_to_tensor(torch, inputs[name], self.device) for name in self.input_names]
         try:
@@ -107,7 +108,19 @@ class PyTorchModel(Model):
                 f"{type(self).__name__} forward failed on inputs {shapes}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        return self._name_outputs(torch, result)
+        named = self._name_outputs(torch, result)
+        return named if outputs is None else {name: named[name] for name in outputs}
+
+    def cam_weights(self) -> np.ndarray:
+        """The classifier weight named by ``cam.weights``, from the live network."""
+        cam = self.cam
+        state = self.network.state_dict()
+        if cam is None or cam.weights not in state:
+            raise ConfigError(
+                f"{type(self).__name__}.cam names weights {getattr(cam, 'weights', None)!r}, "
+                f"which the network does not have; e.g. {sorted(state)[-3:]}"
+            )
+        return state[cam.weights].detach().cpu().numpy().astype(np.float32)
 
     def _name_outputs(self, torch: Any, result: Any) -> Arrays:
         if isinstance(result, torch.Tensor):

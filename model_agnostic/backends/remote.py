@@ -1,14 +1,17 @@
-"""Remote backend: the user's hooks run here, ``infer`` runs on an inference server over HTTP.
+"""Remote backend: the user's hooks run here, ``infer`` runs on an inference server.
 
-Two protocols: ``"v2"``, the Open Inference Protocol (KServe v2, Triton), with the binary
-tensor extension by default; and ``"v1"``, TF-Serving / KServe v1 ``:predict``. Only the
-standard library is used: :class:`~model_agnostic.backends.transport.HTTPTransport` pools
-keep-alive ``http.client`` connections.
+Two protocols over HTTP: ``"v2"``, the Open Inference Protocol (KServe v2, Triton), with
+the binary tensor extension when the server has it; and ``"v1"``, TF-Serving / KServe v1
+``:predict``. Only the standard library is used there:
+:class:`~model_agnostic.backends.transport.HTTPTransport` pools keep-alive ``http.client``
+connections. ``transport="grpc"`` speaks v2 over gRPC instead
+(:class:`~model_agnostic.backends.grpc_transport.GrpcTransport`, grpcio).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -37,32 +40,49 @@ from ..protocol import (
     encode_v1_request,
     specs_from_metadata,
 )
-from ..tensors import TensorSpec, describe_spec, is_fixed
+from ..tensors import TensorSpec
+from .grpc_transport import GrpcTransport
+from .remote_checks import (
+    PROTOCOLS,
+    check_outputs,
+    check_settings,
+    check_transport,
+    refuse_non_finite,
+)
 from .transport import HTTPTransport, MockTransport, Response, Transport
 
 __all__ = ["RemoteModel", "PROTOCOLS", "Transport", "HTTPTransport", "MockTransport", "Response"]
 
-#: The protocols :class:`RemoteModel` speaks.
-PROTOCOLS = ("v2", "v1")
+log = logging.getLogger(__name__)
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_GRPC_TRANSFER = "gRPC, raw tensor contents (raw_input_contents / raw_output_contents)"
 
 
 class RemoteModel(Model):
     """Runs ``infer`` on a remote inference server; preprocessing and results stay local.
 
     Args:
-        url: the server, ``http://host:port`` (an optional path prefix and https work).
+        url: the server, ``http://host:port`` (an optional path prefix and https work);
+            over gRPC ``host:port`` or ``grpc://host:port``.
         model_name: the model's name on the server.
         model_version: a version to pin; ``None`` lets the server choose.
         protocol: ``"v2"`` (Open Inference Protocol) or ``"v1"`` (TF-Serving ``:predict``).
-        binary: v2 only: send and receive tensors with the binary tensor extension
-            (default); ``False`` uses plain JSON.
+        binary: v2 over HTTP: ``"auto"`` (default) reads the server's metadata once and
+            uses the binary tensor extension only if it advertises ``binary_tensor_data``
+            (MLServer does not, and answers binary requests with HTTP 500); ``True``
+            forces binary tensors, ``False`` plain JSON. :attr:`transfer` says which was
+            chosen and why. gRPC always sends raw bytes (``False`` is refused there).
+        allow_non_finite: accept NaN or infinite values in outputs; by default they are a
+            :class:`RemoteResponseError` naming the output (usually a broken model).
         timeout_s: limit on one request, waiting for a pooled connection included.
-        connect_timeout_s: limit on opening one connection.
-        max_connections: connections kept open to the server at most.
-        headers: extra HTTP headers on every request (e.g. ``Authorization``).
-        transport: sends the requests; default an :class:`HTTPTransport` to ``url``.
+        connect_timeout_s: HTTP only: limit on opening one connection.
+        max_connections: HTTP only: connections kept open to the server at most.
+        headers: extra HTTP headers on every request (e.g. ``Authorization``); gRPC
+            metadata over gRPC, names lower-cased.
+        transport: ``"http"`` (default: an :class:`HTTPTransport` to ``url``), ``"grpc"``
+            (v2 over gRPC, tensors as raw contents: a :class:`GrpcTransport`), or such
+            an object, e.g. a :class:`MockTransport`.
         **options: the user class's options.
 
     With ``"v2"`` the model's signature (``inputs``, ``outputs``) is read from the server
@@ -84,42 +104,83 @@ class RemoteModel(Model):
         *,
         model_version: str | None = None,
         protocol: str = "v2",
-        binary: bool = True,
+        binary: bool | str = "auto",
+        allow_non_finite: bool = False,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         max_connections: int = 8,
         headers: Mapping[str, str] | None = None,
-        transport: Transport | None = None,
+        transport: str | Transport | GrpcTransport | None = "http",
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        _check_settings(url, model_name, protocol, timeout_s, headers)
+        check_settings(url, model_name, protocol, timeout_s, headers)
+        check_transport(transport, protocol, binary)
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.model_version = model_version
         self.protocol = protocol
-        self.binary = bool(binary)
+        if not (isinstance(binary, bool) or binary == "auto"):
+            raise ConfigError(f'remote binary must be true, false or "auto", got {binary!r}')
+        self.binary = binary is True
+        #: How tensors travel and why: ``"binary (...)"``, ``"JSON (...)"`` or ``"gRPC, ..."``.
+        self.transfer = (
+            "JSON (v1 has no binary form)"
+            if protocol == "v1"
+            else ("binary (forced: binary = true)" if binary is True else "JSON (binary = false)")
+        )
+        self.allow_non_finite = bool(allow_non_finite)
         self.timeout_s = float(timeout_s)
         self.headers = dict(headers or {})
-        self.transport: Transport = transport or HTTPTransport(
-            url, max_connections=max_connections, connect_timeout_s=connect_timeout_s
-        )
+        self.transport: Transport | GrpcTransport
+        if isinstance(transport, GrpcTransport):
+            self.transport = transport
+        elif transport == "grpc":
+            self.transport = GrpcTransport(url, headers=self.headers)
+        elif transport in (None, "http"):
+            self.transport = HTTPTransport(
+                url, max_connections=max_connections, connect_timeout_s=connect_timeout_s
+            )
+        else:
+            self.transport = cast(Transport, transport)
+        if isinstance(self.transport, GrpcTransport):
+            self.url, self.binary, self.transfer = self.transport.url, True, _GRPC_TRANSFER
         self._local = threading.local()
         try:
-            if protocol == "v2":
+            if isinstance(self.transport, GrpcTransport):
+                self._load_grpc_signature(self.transport)
+            elif protocol == "v2":
+                if binary == "auto":
+                    self._negotiate()
                 self._load_v2_signature()
             else:
                 self._load_v1_signature()
         except BaseException:
-            if transport is None:
+            if isinstance(transport, str) or transport is None:
                 self.transport.close()
             raise
 
     # ----------------------------------------------------------------- public
-    def infer(self, inputs: Arrays) -> Arrays:
+    def infer(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
+        """Send one inference request (v2: asking for ``outputs`` only, when given)."""
         if self.protocol == "v1":
-            return self._infer_v1(inputs)
-        return self._infer_v2(inputs)
+            result = self._infer_v1(inputs)
+            return result if outputs is None else {name: result[name] for name in outputs}
+        wanted = list(self.output_names) if outputs is None else list(outputs)
+        if isinstance(self.transport, GrpcTransport):
+            arrays, version = self.transport.infer(
+                self.model_name, self.model_version, inputs, wanted, self.timeout_s
+            )
+            where = self.transport.where("ModelInfer")
+            return self._accept(arrays, wanted, rows.count(inputs), version, where)
+        return self._infer_v2(inputs, wanted)
+
+    def cam_weights(self) -> np.ndarray:
+        base = "" if isinstance(self.transport, GrpcTransport) else self.url
+        raise ConfigError(
+            "heatmaps are computed where the model runs: ask the server, "
+            f"POST {base}/v2/models/{self.model_name}/explain with the image (over HTTP)"
+        )
 
     @property
     def last_model_version(self) -> str | None:
@@ -145,8 +206,33 @@ class RemoteModel(Model):
         version = f" version {self.model_version}" if self.model_version else ""
         return (
             f"<{type(self).__qualname__} on remote {self.protocol} "
-            f"{self.url} model {self.model_name!r}{version}>"
+            f"{self.url} model {self.model_name!r}{version}, {self.transfer}>"
         )
+
+    # ------------------------------------------------------------- negotiation
+    def _negotiate(self) -> None:
+        """Binary tensors only if the server's metadata advertises ``binary_tensor_data``."""
+        response = self._send("GET", "/v2", None, {"Accept": "application/json"})
+        extensions: Any = None
+        if 200 <= response.status < 300:
+            doc = _json_body(response, self.url + "/v2")
+            extensions = doc.get("extensions") if isinstance(doc, dict) else None
+        if isinstance(extensions, list) and "binary_tensor_data" in extensions:
+            self.binary, self.transfer = True, "binary (the server advertises binary_tensor_data)"
+        elif isinstance(extensions, list):
+            self.binary, self.transfer = (
+                False,
+                (
+                    f"JSON (the server advertises {extensions or 'no extensions'}, "
+                    "not binary_tensor_data)"
+                ),
+            )
+        else:
+            self.binary, self.transfer = (
+                False,
+                (f"JSON (no server metadata: GET /v2 answered {response.status})"),
+            )
+        log.info("%s at %s: tensors as %s", self.model_name, self.url, self.transfer)
 
     # ---------------------------------------------------------------- signature
     def _model_path(self) -> str:
@@ -159,17 +245,31 @@ class RemoteModel(Model):
         path = self._model_path()
         response = self._send("GET", path, None, {"Accept": "application/json"})
         if response.status == 404:
-            version = f" version {self.model_version!r}" if self.model_version else ""
-            raise ModelLoadError(
-                f"the server at {self.url} does not serve model {self.model_name!r}{version} "
-                f"(GET {path} answered 404: {_error_message(response)}); check model_name "
-                "and model_version"
-            )
-        doc = _json_body(_ok(response, self.url + path), self.url + path)
+            raise self._unknown_model(f"GET {path} answered 404: {_error_message(response)}")
+        where = self.url + path
+        self._adopt_metadata(_json_body(_ok(response, where), where), where)
+
+    def _load_grpc_signature(self, grpc: GrpcTransport) -> None:
+        try:
+            doc = grpc.model_metadata(self.model_name, self.model_version, self.timeout_s)
+        except RemoteStatusError as exc:
+            if exc.status != 404:
+                raise
+            raise self._unknown_model(str(exc)) from None
+        self._adopt_metadata(doc, grpc.where("ModelMetadata"))
+
+    def _unknown_model(self, answer: str) -> ModelLoadError:
+        version = f" version {self.model_version!r}" if self.model_version else ""
+        return ModelLoadError(
+            f"the server at {self.url} does not serve model {self.model_name!r}{version} "
+            f"({answer}); check model_name and model_version"
+        )
+
+    def _adopt_metadata(self, doc: Any, where: str) -> None:
         try:
             inputs, outputs = specs_from_metadata(doc)
         except ProtocolError as exc:
-            raise RemoteResponseError(f"{self.url + path}: {exc}") from None
+            raise RemoteResponseError(f"{where}: {exc}") from None
         self.inputs, self.outputs = self._adopt_names(inputs, outputs)
 
     def _adopt_names(
@@ -212,11 +312,11 @@ class RemoteModel(Model):
         self.outputs = [spec(name) for name in self.output_names]
 
     # ---------------------------------------------------------------------- v2
-    def _infer_v2(self, inputs: Arrays) -> Arrays:
+    def _infer_v2(self, inputs: Arrays, wanted: list[str]) -> Arrays:
         body, headers = encode_infer_request(
             inputs,
             binary=self.binary,
-            outputs=list(self.output_names),
+            outputs=wanted,
             binary_outputs=self.binary,
         )
         path = self._model_path() + "/infer"
@@ -228,9 +328,19 @@ class RemoteModel(Model):
             )
         except ProtocolError as exc:
             raise RemoteResponseError(f"malformed inference response: {exc}") from None
-        result = _check_outputs(outputs, self.outputs, rows.count(inputs), where)
         version = meta.get("model_version")
-        self._local.model_version = None if version is None else str(version)
+        version = None if version is None else str(version)
+        return self._accept(outputs, wanted, rows.count(inputs), version, where)
+
+    def _accept(
+        self, outputs: Arrays, wanted: list[str], count: int, version: str | None, where: str
+    ) -> Arrays:
+        """The ``wanted`` outputs checked against the signature; the version remembered."""
+        specs = [spec for spec in self.outputs if spec.name in wanted]
+        result = check_outputs(outputs, specs, count, where)
+        if not self.allow_non_finite:
+            refuse_non_finite(result, where)
+        self._local.model_version = version
         return result
 
     # ---------------------------------------------------------------------- v1
@@ -254,7 +364,7 @@ class RemoteModel(Model):
     ) -> Response:
         """One request with the configured headers and timeout; always a typed error."""
         try:
-            return self.transport.request(
+            return cast(Transport, self.transport).request(
                 method, path, body, {**self.headers, **headers}, self.timeout_s
             )
         except RemoteError:
@@ -268,51 +378,6 @@ class RemoteModel(Model):
             raise RemoteConnectionError(
                 f"{method} {self.url}{path} failed: {exc}; is the server running?"
             ) from exc
-
-
-def _check_outputs(outputs: Arrays, specs: Sequence[TensorSpec], count: int, where: str) -> Arrays:
-    """The outputs ``specs`` names, each with ``count`` rows and the spec's dtype and dims."""
-    result = {}
-    for spec in specs:
-        if spec.name not in outputs:
-            raise RemoteResponseError(
-                f"{where}: the answer lacks output {spec.name!r}; it has {sorted(outputs)}"
-            )
-        array = outputs[spec.name]
-        dims = spec.shape
-        fits = dims is None or (
-            array.ndim == len(dims)
-            and all(not is_fixed(want) or want == got for want, got in zip(dims, array.shape))
-        )
-        if array.ndim == 0 or array.shape[0] != count or not fits or array.dtype != spec.dtype:
-            raise RemoteResponseError(
-                f"{where}: output {spec.name!r} came back as {list(array.shape)} "
-                f"{array.dtype}, expected {describe_spec(spec)} with {count} rows (the batch)"
-            )
-        result[spec.name] = array
-    return result
-
-
-def _check_settings(
-    url: str,
-    model_name: str,
-    protocol: str,
-    timeout_s: float,
-    headers: Mapping[str, str] | None,
-) -> None:
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"remote protocol {protocol!r} is not one of {list(PROTOCOLS)}")
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"remote url must be a non-empty string, got {url!r}")
-    if not isinstance(model_name, str) or not model_name:
-        raise ConfigError(f"remote model_name must be a non-empty string, got {model_name!r}")
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise ConfigError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
-    bad = {
-        k: v for k, v in (headers or {}).items() if not (isinstance(k, str) and isinstance(v, str))
-    }
-    if bad:
-        raise ConfigError(f"remote headers must map strings to strings, got {bad!r}")
 
 
 def _ok(response: Response, where: str) -> Response:

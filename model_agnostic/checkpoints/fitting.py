@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LoadReport", "apply_state_dict"]
 
-logger = logging.getLogger("model_agnostic.checkpoints")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["read_checkpoint"]
 
-logger = logging.getLogger("model_agnostic.checkpoints")
+logger = logging.getLogger(__name__)
 
 
 def read_checkpoint(file: Path, map_location: MapLocation, trust: bool) -> Any:

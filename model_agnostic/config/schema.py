@@ -49,7 +49,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "model_name": _STR,
         "model_version": _STR,
         "protocol": _STR,
-        "binary": _BOOL,
+        "binary": (bool, str),  # true, false or "auto" (RemoteModel checks the string)
+        "allow_non_finite": _BOOL,
+        "transport": _STR,
         "timeout_s": _FLOAT,
         "connect_timeout_s": _FLOAT,
         "max_connections": _INT,
@@ -66,6 +68,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "server": {
         "host": _STR,
         "port": _INT,
+        "grpc_port": _INT,
         "threads": _INT,
         "max_request_bytes": _INT,
         "max_json_depth": _INT,

@@ -65,6 +65,17 @@ def write_artifact(
         shutil.copyfile(Path(onnx_path).parent / name, out / name)
     if source is not None:
         shutil.copyfile(source, out / source.name)
+    explain = None
+    if model.cam is not None:
+        from ..backends.onnx_runtime import cam_weights_file
+
+        shutil.copyfile(cam_weights_file(Path(onnx_path)), cam_weights_file(out / "model.onnx"))
+        explain = {
+            "method": "class activation maps",
+            "features_output": model.cam.features,
+            "scores_output": model.cam.scores,
+            "weights": cam_weights_file(out / "model.onnx").name,
+        }
     options = {
         name: getattr(model, name) for name in sorted(model.option_names()) if hasattr(model, name)
     }
@@ -84,6 +95,7 @@ def write_artifact(
         "outputs": [_signature(spec) for spec in graph.outputs],
         "preprocessing": {"options": options, "pipeline": repr(getattr(model, "transform", None))},
         "labels": "labels.json" if labels else None,
+        "explain": explain,
     }
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     write_parity(

@@ -30,7 +30,7 @@ __all__ = [
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
 #: Every stage a report can hold, in order; ``artifact`` only when an artifact is checked.
-STAGES = ("preprocessing", "inference", "postprocessing", "artifact")
+STAGES = ("preprocessing", "inference", "postprocessing", "heatmaps", "artifact")
 FORMAT = "model-agnostic-parity/2"
 
 

@@ -20,7 +20,7 @@ from .referee import compare
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx", "external_data_files"]
 
-log = logging.getLogger("model_agnostic.export")
+log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 #: Tried in this order unless the caller picks one. TorchScript first: on DenseNet-121
@@ -67,6 +67,9 @@ def export_onnx(
             itself cannot settle the question is logged as unverifiable.
         check: run that agreement check (``export_model`` leaves it to ``verify``).
 
+    A model with :attr:`~model_agnostic.Model.cam` also gets its classifier weights
+    written beside the graph (``<name>.cam_weights.npy``) for torch-free heatmaps.
+
     Raises:
         ExportError: the opset or exporter is not supported, no exporter succeeded
             (naming the module and op at fault), the file fails the ONNX checker, or
@@ -91,6 +94,10 @@ def export_onnx(
         torch, network, args, model, path, opset, axes, exporter
     )
     _stamp(path, model, used, opset, fallbacks)
+    if model.cam is not None:  # the classifier weights heatmaps need, beside the graph
+        from ..backends.onnx_runtime import cam_weights_file
+
+        np.save(cam_weights_file(path), model.cam_weights(), allow_pickle=False)
     if check:
         _check_agrees(path, model, _probes(arrays, dynamic_batch, dynamic_hw), atol, rtol)
     return path

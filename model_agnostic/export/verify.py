@@ -10,7 +10,8 @@
 3. post-processing: the final results of both backends, number by number.
 
 A fourth stage, ``artifact``, runs the written artifact in a fresh process without torch
-(:mod:`.artifact_stage`). The report names the first stage that diverges; tolerances
+(:mod:`.artifact_stage`); a model with heatmaps (``cam``) gets a ``heatmaps`` stage
+(:mod:`.heatmap_stage`). The report names the first stage that diverges; tolerances
 follow Polygraphy's ``|a - b| <= atol + rtol * |b|`` with 1e-5 defaults.
 """
 
@@ -122,6 +123,10 @@ def verify(
         StageReport.from_comparisons("inference", inference),
         StageReport.from_comparisons("postprocessing", post),
     ]
+    if reference.cam is not None:
+        from .heatmap_stage import check_heatmaps
+
+        stages.append(check_heatmaps(reference, candidate, samples, names, want, got))
     if artifact is not None:
         if any(stage.status == FAIL for stage in stages):
             stages.append(

@@ -15,7 +15,7 @@ translates it into its own errors at its boundary.
 """
 
 from .codec import DATATYPES, datatype_of
-from .json_body import DEFAULT_MAX_DEPTH, HEADER_LENGTH, json_depth
+from .json_body import DEFAULT_MAX_DEPTH, HEADER_LENGTH, dumps, json_depth, load_object
 from .metadata import model_metadata, specs_from_metadata, tensor_metadata
 from .v1 import decode_v1_response, encode_v1_request
 from .v2 import (
@@ -39,10 +39,12 @@ __all__ = [
     "decode_infer_request",
     "decode_infer_response",
     "decode_v1_response",
+    "dumps",
     "encode_infer_request",
     "encode_infer_response",
     "encode_v1_request",
     "json_depth",
+    "load_object",
     "model_metadata",
     "specs_from_metadata",
     "tensor_metadata",

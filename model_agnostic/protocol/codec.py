@@ -29,6 +29,7 @@ __all__ = [
     "datatype_of",
     "describe",
     "format_shape",
+    "numeric_from_json",
     "split_bytes",
 ]
 
@@ -131,7 +132,8 @@ def check_shape(where: str, shape: Any, limit: int) -> tuple[int, ...]:
 
 
 def array_from_json(where: str, data: Any, shape: tuple[int, ...], datatype: str) -> np.ndarray:
-    """Decode JSON ``data`` (flat or nested, row-major) into a writable array of ``shape``."""
+    """Decode JSON ``data`` (flat or nested, row-major) into a writable array of ``shape``,
+    checking every value; every failure names what is wrong."""
     if not isinstance(data, list):
         raise ProtocolError(f"{where}: 'data' must be a JSON array, got {describe(data)}")
     expected = math.prod(shape)
@@ -148,6 +150,37 @@ def array_from_json(where: str, data: Any, shape: tuple[int, ...], datatype: str
             f"shape {format_shape(shape)}; nest it as the shape says or send it flat"
         )
     return _convert(where, flat, datatype).reshape(shape)
+
+
+def numeric_from_json(data: Any, shape: tuple[int, ...], datatype: str) -> np.ndarray | None:
+    """``data`` as a ``datatype`` array in one numpy call, or None when it is not plainly a
+    well-formed tensor of numbers that fit (:func:`array_from_json` then says why).
+
+    Only for bodies whose tensor data holds no ``true``/``false`` and no strings (the
+    caller checks the bytes): numpy would read a boolean as 0 or 1 and ``"1.5"`` as 1.5,
+    which the protocol refuses. ``null`` is NaN for floating types, as in the checking path.
+    """
+    if not isinstance(data, list) or datatype in ("BYTES", "BOOL"):
+        return None
+    native = DATATYPES[datatype].newbyteorder("=")
+    try:
+        with np.errstate(over="ignore"):
+            if native.kind == "f":  # numbers and null only: convert directly
+                array = np.asarray(data, dtype=native)
+            else:  # integers: let numpy find the kind first, so 1.5 is not truncated
+                array = np.asarray(data)
+                if array.dtype.kind not in "iu":
+                    return None
+                if array.size:
+                    info = np.iinfo(native)
+                    if array.min() < info.min or array.max() > info.max:
+                        return None
+                array = array.astype(native)
+    except (ValueError, TypeError, OverflowError):  # ragged, or not plain numbers
+        return None
+    if array.shape != shape and not (array.ndim == 1 and array.size == math.prod(shape)):
+        return None
+    return array.reshape(shape)
 
 
 def _flatten(where: str, data: list[Any], rank: int) -> tuple[list[Any], list[int], str]:

@@ -10,7 +10,6 @@ encoded); the client translates it at its boundary. See ``docs/serving.md`` ("Pr
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +28,20 @@ from .codec import (
     check_shape,
     datatype_of,
     describe,
+    numeric_from_json,
     split_bytes,
 )
-from .json_body import DEFAULT_MAX_DEPTH, HEADER_LENGTH, header_split, load_object
+from .json_body import (
+    DEFAULT_MAX_DEPTH,
+    HEADER_LENGTH,
+    as_bytes,
+    dumps,
+    header_split,
+    json_depth,
+    load_object,
+    parse_fast,
+    plain_numbers,
+)
 
 __all__ = [
     "DEFAULT_MAX_ELEMENTS",
@@ -95,12 +105,12 @@ def decode_infer_request(
     than ``max_depth`` before it is parsed. JSON tensors come back writable; binary ones
     are read-only views of ``body``.
     """
-    body = _as_bytes(body, "request")
+    body = as_bytes(body, "request")
     split = header_split(header_length, len(body))
     if split == 0:
         return InferRequest(inputs=_decode_raw(body, raw_input, max_elements))
-    doc = load_object(body if split is None else body[:split], "request", max_depth)
-    tensors = _decode_tensors(doc.get("inputs"), "input", body, split, max_elements)
+    text = body if split is None else body[:split]
+    doc, tensors = _parse_and_decode(text, "request", "input", body, split, max_elements, max_depth)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError(f"request 'id' must be a string, got {describe(request_id)}")
@@ -182,14 +192,12 @@ def decode_infer_response(
 
     Raises :class:`ProtocolError` if the response is malformed in any way.
     """
-    body = _as_bytes(body, "response")
+    body = as_bytes(body, "response")
     split = header_split(header_length, len(body))
     if split == 0:
         raise ProtocolError(f"a response cannot be a raw binary body ({HEADER_LENGTH}: 0)")
-    doc = load_object(body if split is None else body[:split], "response")
-    if "outputs" not in doc and "error" in doc:
-        raise ProtocolError(f"the server answered with an error: {describe(doc['error'], 200)}")
-    outputs = _decode_tensors(doc.get("outputs"), "output", body, split, _RESPONSE_LIMIT)
+    text = body if split is None else body[:split]
+    doc, outputs = _parse_and_decode(text, "response", "output", body, split, _RESPONSE_LIMIT, None)
     meta: dict[str, Any] = {"parameters": _parameters(doc, "response")}
     for key in ("model_name", "model_version", "id"):
         value = doc.get(key)
@@ -200,18 +208,11 @@ def decode_infer_response(
 
 
 # -------------------------------------------------------------------------------- helpers
-def _as_bytes(body: Any, what: str) -> bytes:
-    if isinstance(body, (bytearray, memoryview)):
-        body = bytes(body)  # never alias a buffer the caller may still change
-    if not isinstance(body, bytes):
-        raise ProtocolError(f"the {what} body must be bytes, got {type(body).__name__}")
-    if not body:
-        raise ProtocolError(f"the {what} body is empty; expected a JSON inference {what}")
-    return body
-
-
 def _parameters(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
-    parameters = entry.get("parameters", {})
+    """An entry's ``parameters``; ``null`` reads as absent (KServe's server sends it)."""
+    parameters = entry.get("parameters")
+    if parameters is None:
+        return {}
     if not isinstance(parameters, dict):
         raise ProtocolError(f"{where} 'parameters' must be an object, got {describe(parameters)}")
     return parameters
@@ -246,10 +247,60 @@ def _requested_outputs(entries: Any, binary_output: bool) -> list[RequestedOutpu
     return list(requested.values())
 
 
+class _NotPlain(Exception):
+    """The fast path cannot decode this body exactly; the checking path will."""
+
+
+def _parse_and_decode(
+    text: bytes,
+    what: str,
+    kind: str,
+    body: bytes,
+    split: int | None,
+    limit: int,
+    max_depth: int | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The document and its tensors. The fast path (orjson, then numpy in one call per
+    tensor) takes plain bodies: strict JSON whose tensor data are numbers and nulls only,
+    no deeper than ``max_depth``. Anything else, errors included, is decoded again by the
+    checking path (depth scanned before parsing, the standard library's parser, every value
+    checked), so what it accepts and the messages it gives are the same as ever."""
+    fast = parse_fast(text)
+    if fast is not None and (max_depth is None or json_depth(text, max_depth) <= max_depth):
+        try:
+            if what == "response":
+                _refuse_error_document(fast)
+            tensors = _decode_tensors(
+                fast.get(f"{kind}s"), kind, body, split, limit, plain=plain_numbers(text, fast)
+            )
+        except (_NotPlain, ProtocolError):
+            pass
+        else:
+            return fast, tensors
+    doc = load_object(text, what, max_depth, fast=False)
+    if what == "response":
+        _refuse_error_document(doc)
+    return doc, _decode_tensors(doc.get(f"{kind}s"), kind, body, split, limit)
+
+
+def _refuse_error_document(doc: dict[str, Any]) -> None:
+    if "outputs" not in doc and "error" in doc:
+        raise ProtocolError(f"the server answered with an error: {describe(doc['error'], 200)}")
+
+
 def _decode_tensors(
-    entries: Any, kind: str, body: bytes, split: int | None, limit: int
+    entries: Any,
+    kind: str,
+    body: bytes,
+    split: int | None,
+    limit: int,
+    plain: bool | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode the ``inputs`` (or ``outputs``) list, JSON data first, then the binary tail."""
+    """Decode the ``inputs`` (or ``outputs``) list, JSON data first, then the binary tail.
+
+    ``plain`` (the fast path): JSON data go through numpy in one call, and anything it
+    cannot take exactly raises :class:`_NotPlain`, as does JSON data when ``plain`` is
+    False. ``None``: the checking path."""
     if not isinstance(entries, list) or (kind == "input" and not entries):
         wanted = "a non-empty list" if kind == "input" else "a list"
         raise ProtocolError(f"'{kind}s' must be {wanted} of tensors, got {describe(entries)}")
@@ -260,7 +311,12 @@ def _decode_tensors(
         if name in arrays:
             raise ProtocolError(f"{where} appears twice; tensor names must be unique")
         arrays[name] = None
-        if size is None:
+        if size is None and plain is not None:
+            array = numeric_from_json(entry["data"], shape, datatype) if plain else None
+            if array is None:
+                raise _NotPlain
+            arrays[name] = array
+        elif size is None:
             arrays[name] = array_from_json(where, entry["data"], shape, datatype)
         else:
             binary.append((name, where, shape, datatype, size))
@@ -374,14 +430,19 @@ def _encode_tensors(
             entry["parameters"] = {"binary_data_size": chunk.nbytes}
             chunks.append(chunk)
         else:
-            entry["data"] = array_to_json(where, array, datatype)
+            # numbers go to orjson as the array itself (non-finite as null, strict JSON)
+            entry["data"] = (
+                array_to_json(where, array, datatype)
+                if datatype == "BYTES"
+                else np.ascontiguousarray(array).reshape(-1)
+            )
         entries.append(entry)
     return entries, chunks
 
 
 def _assemble(doc: dict[str, Any], chunks: list[memoryview]) -> tuple[bytes, dict[str, str]]:
     """The body (JSON, then any binary chunks) and its headers."""
-    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("ascii")
+    header = dumps(doc)
     if not chunks:
         return header, {"Content-Type": _JSON}
     body = b"".join([header, *chunks])

@@ -1,109 +1,46 @@
 """The I/O-free data plane: one HTTP-shaped request in, one response out.
 
-Knows nothing about Flask, Django or sockets. The adapters and the WSGI server turn
+Knows nothing about Flask, Django, gRPC or sockets. The adapters and the WSGI server turn
 their framework's request into a :class:`Request`, call :meth:`DataPlane.handle` and
 send back the :class:`Response`. Every error becomes JSON ``{"error": "..."}`` with the
-status the Open Inference Protocol peers use (see docs/serving.md).
+status the Open Inference Protocol peers use (see docs/serving.md). The gRPC service
+(``grpc_server.py``) calls the same transport-neutral operations as the HTTP handlers.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import Any, TypeVar
 
 from .. import __version__, protocol
-from ..errors import ConfigError, ModelAgnosticError, ProtocolError, ServingError
-from ..images import DEFAULT_MAX_PIXELS
-from ..model import Arrays, Model
+from ..errors import ModelAgnosticError, ProtocolError, ServingError
+from ..model import Arrays
 from ..tensors import TensorSpec, check_arrays
+from .explain import Answer, explain_answer, predict_answer
+from .messages import Limits, Request, Response
 from .metrics import Metrics
+from .model_info import aligned, parity_parameters, platform, signature
 from .repository import ModelRepository, ServedVersion
+from .tfserving_routes import tfserving_routes
 from .uploads import check_pixels, read_upload
 
-__all__ = ["DataPlane", "Limits", "Request", "Response", "signature"]
+__all__ = ["DataPlane", "Limits", "Request", "Response", "signature", "status_of"]
 
-log = logging.getLogger("model_agnostic.serving")
+log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 _NAME = r"(?P<name>[^/]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
-
-
-@dataclass
-class Request:
-    """An HTTP request as the data plane sees it; header names are case-insensitive."""
-
-    method: str
-    path: str
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
-
-
-@dataclass
-class Response:
-    """Status, body and headers to send back."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, document: Any, status: int = 200) -> Response:
-        body = json.dumps(document, separators=(",", ":"), default=_jsonable).encode()
-        return cls(status, body, {"Content-Type": "application/json"})
-
-    @classmethod
-    def error(cls, message: str, status: int) -> Response:
-        return cls.json({"error": message}, status)
-
-
-def signature(model: Model) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The model's input and output specs: the graph's (ONNX Runtime, remote) when the
-    backend knows them, else the names with FP32 and unknown shape (PyTorch)."""
-    inputs = getattr(model, "inputs", None)
-    outputs = getattr(model, "outputs", None)
-    if isinstance(inputs, list) and isinstance(outputs, list):
-        return inputs, outputs
-    f32 = np.dtype(np.float32)
-    return (
-        [TensorSpec(n, f32, None) for n in model.input_names],
-        [TensorSpec(n, f32, None) for n in model.output_names],
-    )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server; each is a ``[server]`` key (docs/security.md)."""
-
-    #: Request body size; larger bodies get 413 before they are parsed.
-    max_request_bytes: int = 64 << 20
-    #: JSON nesting depth; deeper bodies get 400 before they are parsed.
-    max_json_depth: int = protocol.DEFAULT_MAX_DEPTH
-    #: Elements in one tensor, from its declared shape, before anything is allocated.
-    max_elements: int = protocol.DEFAULT_MAX_ELEMENTS
-    #: Pixels of an uploaded image, read from its header before it is decoded (413).
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    #: Seconds a request may wait for its batch to start; then 503 (batched models).
-    infer_timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"[server] {name} must be a positive number, got {value!r}")
+_AUTH_HEADER = "'Authorization: Bearer <token>'"
+_NEEDS_TOKEN = {"infer", "predict", "explain", "control", "tfserving_predict"}
+_D = TypeVar("_D")
+_R = TypeVar("_R")
 
 
 class DataPlane:
@@ -151,6 +88,8 @@ class DataPlane:
             ("GET", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), self.model_ready),
             ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), self.infer),
             ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/predict"), self.predict),
+            ("POST", re.compile(rf"/v2/models/{_NAME}{_VERSION}/explain"), self.explain),
+            *tfserving_routes(self),
             ("GET", re.compile(r"/metrics"), self.prometheus),
             ("GET", re.compile(r"/openapi\.json"), self.openapi),
             ("GET", re.compile(r"/(?:ui/?)?"), self.page),
@@ -184,16 +123,104 @@ class DataPlane:
             413,
         )
 
-    # ----------------------------------------------------------------- routing
-    def handle(self, request: Request) -> Response:
-        """Answer one request; never raises."""
+    # ------------------------------------------------ transport-neutral operations
+    @contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Count one request as being answered while inside (draining waits for these)."""
         with self._active_lock:
             self._active += 1
         try:
-            return self._route(request)
+            yield
         finally:
             with self._active_lock:
                 self._active -= 1
+
+    def authorize(self, authorization: str | None, needed: str = _AUTH_HEADER) -> None:
+        """With a token set, raise :class:`Unauthorized` unless ``authorization`` is
+        ``Bearer <the token>``; ``needed`` says where it goes (HTTP header, gRPC metadata)."""
+        if self._token is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(f"this endpoint needs {needed}")
+        if not hmac.compare_digest(token.strip().encode(), self._token or b""):
+            raise Unauthorized("the bearer token is not valid")
+
+    def server_document(self) -> dict[str, Any]:
+        return {"name": "model_agnostic", "version": __version__, "extensions": EXTENSIONS}
+
+    def index_document(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every model with its served versions."""
+        return [  # one snapshot, so versions and state agree
+            {
+                "name": name,
+                "versions": details["served"],
+                "state": "READY" if details["served"] else "UNAVAILABLE",
+                "details": details,
+            }
+            for name, details in self.repository.status().items()
+        ]
+
+    def control_model(self, name: str, action: str) -> dict[str, Any]:
+        """Triton's model control: load (rescan now) or unload a model; off by default."""
+        if not self.model_control:
+            raise ServingError(
+                "model control is off on this server; start it with "
+                "[server] model_control = true (and an auth_token)",
+                403,
+            )
+        if action == "load":
+            self.repository.load(name)
+        else:
+            self.repository.unload(name)
+        return {"name": name, "action": action, "versions": self.repository.ready_versions(name)}
+
+    def metadata_document(self, name: str, version: str | None) -> dict[str, Any]:
+        """The model metadata document, with the parity verdict as ``parameters``."""
+        with self.repository.acquire(name, version) as served:
+            inputs, outputs = signature(served.model)
+            versions = [version] if version else self.repository.ready_versions(name)
+            document = protocol.model_metadata(
+                name, versions, platform(served.model), inputs, outputs
+            )
+            document["parameters"] = parity_parameters(served.model.artifact_parity)
+            if served.model.cam is not None:  # POST .../explain answers (the web page asks)
+                document["parameters"]["heatmaps"] = "class activation maps"
+            return document
+
+    def model_is_ready(self, name: str, version: str | None) -> bool:
+        """Whether the model (version) answers now; raises 404 for one that does not exist."""
+        try:
+            with self.repository.acquire(name, version):
+                return True
+        except ServingError as exc:
+            if exc.status == 404:
+                raise
+            return False
+
+    def run_inference(
+        self,
+        name: str,
+        version: str | None,
+        endpoint: str,
+        decode: Callable[[list[TensorSpec]], tuple[Arrays, _D]],
+        encode: Callable[[ServedVersion, _D, Arrays], _R],
+    ) -> _R:
+        """One inference, whatever the transport: pin a version (counted in the metrics
+        under ``endpoint``), ``decode(input specs)`` the request into arrays and what
+        ``encode`` needs, check the arrays against the model, run them (:func:`aligned`)
+        through the version's batcher, and ``encode(served, decoded, outputs)`` the answer."""
+        with self._serving(name, version, endpoint) as served:
+            inputs, _ = signature(served.model)
+            arrays, decoded = decode(inputs)
+            check_arrays(inputs, arrays, "the request", protocol.datatype_of)
+            return encode(served, decoded, self._run(served, aligned(arrays)))
+
+    # ----------------------------------------------------------------- routing
+    def handle(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        with self.tracking():
+            return self._route(request)
 
     def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -225,11 +252,11 @@ class DataPlane:
         if too_large is not None:
             return too_large
         try:
-            if self._token and handler in (self.infer, self.predict, self.control):
-                self._authorize(request)
+            if getattr(handler, "__name__", "") in _NEEDS_TOKEN:
+                self.authorize(request.header("Authorization"))
             return handler(request, **params)
         except ModelAgnosticError as exc:
-            response = Response.error(str(exc), _status_of(exc))
+            response = Response.error(str(exc), status_of(exc))
             if isinstance(exc, Unauthorized):
                 response.headers["WWW-Authenticate"] = 'Bearer realm="model_agnostic"'
             return response
@@ -237,15 +264,7 @@ class DataPlane:
             log.exception("internal error answering %s %s", request.method, request.path)
             return Response.error(f"internal error: {type(exc).__name__}: {exc}", 500)
 
-    def _authorize(self, request: Request) -> None:
-        header = request.header("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(token.strip().encode(), self._token or b""):
-            raise Unauthorized("the bearer token is not valid")
-
-    # ------------------------------------------------------------------ health
+    # ----------------------------------------------------------- HTTP handlers
     def live(self, request: Request) -> Response:
         return Response.json({"live": True})
 
@@ -254,63 +273,23 @@ class DataPlane:
         return Response.json({"ready": ready}, 200 if ready else 503)
 
     def server_metadata(self, request: Request) -> Response:
-        return Response.json(
-            {"name": "model_agnostic", "version": __version__, "extensions": EXTENSIONS}
-        )
+        return Response.json(self.server_document())
 
     def index(self, request: Request) -> Response:
-        """Triton's repository index: every model with its served versions."""
-        return Response.json(
-            [  # one snapshot, so versions and state agree
-                {
-                    "name": name,
-                    "versions": details["served"],
-                    "state": "READY" if details["served"] else "UNAVAILABLE",
-                    "details": details,
-                }
-                for name, details in self.repository.status().items()
-            ]
-        )
+        return Response.json(self.index_document())
 
     def control(self, request: Request, name: str, action: str) -> Response:
-        """Triton's model control: load (rescan now) or unload a model; off by default."""
-        if not self.model_control:
-            raise ServingError(
-                "model control is off on this server; start it with "
-                "[server] model_control = true (and an auth_token)",
-                403,
-            )
-        if action == "load":
-            self.repository.load(name)
-        else:
-            self.repository.unload(name)
-        return Response.json(
-            {"name": name, "action": action, "versions": self.repository.ready_versions(name)}
-        )
+        return Response.json(self.control_model(name, action))
 
-    # ------------------------------------------------------------------ models
     def model_metadata(self, request: Request, name: str, version: str | None) -> Response:
-        with self.repository.acquire(name, version) as served:
-            inputs, outputs = signature(served.model)
-            versions = [version] if version else self.repository.ready_versions(name)
-            document = protocol.model_metadata(
-                name, versions, _platform(served.model), inputs, outputs
-            )
-            document["parameters"] = _parity_parameters(served.model.artifact_parity)
-            return Response.json(document)
+        return Response.json(self.metadata_document(name, version))
 
     def model_ready(self, request: Request, name: str, version: str | None) -> Response:
-        try:
-            with self.repository.acquire(name, version):
-                return Response.json({"name": name, "ready": True})
-        except ServingError as exc:
-            if exc.status == 404:
-                raise
-            return Response.json({"name": name, "ready": False}, 503)
+        ready = self.model_is_ready(name, version)
+        return Response.json({"name": name, "ready": ready}, 200 if ready else 503)
 
     def infer(self, request: Request, name: str, version: str | None) -> Response:
-        with self._serving(name, version, "infer") as served:
-            inputs, _ = signature(served.model)
+        def decode(inputs: list[TensorSpec]) -> tuple[Arrays, protocol.InferRequest]:
             decoded = protocol.decode_infer_request(
                 request.body,
                 request.header(protocol.HEADER_LENGTH),
@@ -318,26 +297,43 @@ class DataPlane:
                 max_depth=self.limits.max_json_depth,
                 raw_input=inputs[0] if len(inputs) == 1 else None,
             )
-            check_arrays(inputs, decoded.inputs, "the request", protocol.datatype_of)
-            outputs = self._run(served, decoded.inputs)
+            return decoded.inputs, decoded
+
+        def encode(
+            served: ServedVersion, decoded: protocol.InferRequest, outputs: Arrays
+        ) -> Response:
             body, headers = protocol.encode_infer_response(name, served.version, decoded, outputs)
             return Response(200, body, headers)
 
+        return self.run_inference(name, version, "infer", decode, encode)
+
     def predict(self, request: Request, name: str, version: str | None) -> Response:
         """Convenience: raw image bytes (or a multipart upload) -> the model's own result."""
+        return self.raw_inference(request, name, version, "predict", predict_answer)
+
+    def explain(self, request: Request, name: str, version: str | None) -> Response:
+        """The result and heatmaps (``?top_k=3``, ``?label=...``; :mod:`.explain`)."""
+        return self.raw_inference(request, name, version, "explain", explain_answer(request.query))
+
+    def raw_inference(
+        self, request: Request, name: str, version: str | None, endpoint: str, answer: Answer
+    ) -> Response:
+        """A raw upload through the model's preprocessing and the version's batcher;
+        ``answer(model, raw, outputs)`` makes the JSON document's fields."""
         started = time.perf_counter()
-        with self._serving(name, version, "predict") as served:
+        with self._serving(name, version, endpoint) as served:
             raw = read_upload(request.body, request.header("Content-Type"))
             check_pixels(raw, self.limits.max_image_pixels)
             arrays = served.model.prepare(raw)
             served.model.check_inputs(arrays)
-            result = served.model.process_result(self._run(served, arrays))
+            fields = answer(served.model, raw, self._run(served, arrays))
+            latency = round((time.perf_counter() - started) * 1e3, 3)
             return Response.json(
                 {
                     "model_name": name,
                     "model_version": served.version,
-                    "result": result,
-                    "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+                    **fields,
+                    "latency_ms": latency,
                 }
             )
 
@@ -351,7 +347,7 @@ class DataPlane:
                 yield served
                 status = 200
             except ModelAgnosticError as exc:
-                status = _status_of(exc)
+                status = status_of(exc)
                 raise
             finally:
                 if self.metrics is not None:
@@ -388,7 +384,7 @@ class DataPlane:
         return Response(200, self.ui, {"Content-Type": "text/html; charset=utf-8"})
 
 
-def _status_of(error: ModelAgnosticError) -> int:
+def status_of(error: ModelAgnosticError) -> int:
     """The HTTP status of an error raised on purpose: a serving or protocol error's own,
     else 400 (the client's input: a bad image, wrong arrays)."""
     return error.status if isinstance(error, (ServingError, ProtocolError)) else 400
@@ -398,50 +394,3 @@ class Unauthorized(ServingError):
     """No or a wrong bearer token (HTTP 401)."""
 
     status = 401
-
-
-def _parity_parameters(parity: dict[str, Any] | None) -> dict[str, str]:
-    """The verdict as Open Inference Protocol ``parameters`` (string values only)."""
-    if parity is None:
-        return {
-            "parity": "unverified",
-            "parity_note": "no parity report: served from a config, not an exported artifact",
-        }
-    parameters = {
-        "parity": parity["verdict"],
-        "parity_stages": ",".join(f"{k}={v}" for k, v in parity["stages"].items()),
-    }
-    if parity["unverified"]:
-        parameters["parity_unverified"] = "; ".join(
-            f"{u['stage']}: {u['reason']}" for u in parity["unverified"]
-        )
-    if parity["waivers"]:
-        parameters["parity_waived"] = "; ".join(
-            f"{w['stage']} by {w['flag']} ({w['source']}"
-            + (f", user {w['user']}" if w.get("user") else "")
-            + ")"
-            for w in parity["waivers"]
-        )
-    if parity["referee_waivers"]:
-        parameters["parity_referee_waivers"] = str(len(parity["referee_waivers"]))
-    return parameters
-
-
-def _platform(model: Model) -> str:
-    return {
-        "onnxruntime": "onnxruntime_onnx",
-        "pytorch": "pytorch_libtorch",
-        "remote": "remote",
-    }.get(model.backend_name, model.backend_name or "unknown")
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON for what ``process_result`` commonly returns: numpy scalars and arrays."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(
-        f"process_result returned {type(value).__name__}, which is not JSON "
-        "serialisable; return dicts, lists, str, numbers or numpy values"
-    )

@@ -39,7 +39,7 @@ from .versions import Listing, VersionPolicy, load_version, valid_name, version_
 
 __all__ = ["ModelRepository", "ServedVersion", "VersionPolicy", "load_version"]
 
-log = logging.getLogger("model_agnostic.serving")
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)

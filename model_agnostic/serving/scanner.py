@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Loader", "Registry", "Scanner", "Tracked"]
 
-log = logging.getLogger("model_agnostic.serving")
+log = logging.getLogger(__name__)
 
 Loader = Callable[[Path], tuple[Model, dict[str, Any]]]
 

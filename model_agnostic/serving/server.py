@@ -3,12 +3,14 @@
 ``model-agnostic serve`` builds a :class:`~model_agnostic.serving.dataplane.DataPlane` for
 a config, an artifact or a model repository (:func:`build_dataplane`), wraps it in a WSGI
 app (:func:`wsgi_app`) and serves it with waitress: multi-threaded, a request-size limit,
-and a read timeout that releases the thread of a client that stalls.
+and a read timeout that releases the thread of a client that stalls. With a ``grpc_port``
+the same data plane also answers gRPC (:mod:`.grpc_server`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -17,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
@@ -27,8 +28,9 @@ from .._deps import require
 from ..config import Overrides, apply_overrides, load_model, resolve
 from ..errors import ConfigError
 from .batching import Batcher, batch_options
-from .dataplane import DataPlane, Limits, Request, Response
+from .dataplane import DataPlane, Request, Response
 from .metrics import Metrics
+from .options import TOKEN_ENV, ServerOptions
 from .repository import ModelRepository, ServedVersion
 from .versions import load_version
 
@@ -41,64 +43,6 @@ __all__ = [
     "serve",
     "wsgi_app",
 ]
-
-
-#: Adaptive batching defaults; a config's [serving] section overrides them.
-
-
-#: Environment variable holding the bearer token (preferred to a file for containers).
-TOKEN_ENV = "MODEL_AGNOSTIC_AUTH_TOKEN"
-
-
-@dataclass
-class ServerOptions:
-    """The [server] section: where to listen, the limits, access control
-    (``docs/serving.md``, ``docs/security.md``)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    threads: int = 16
-    max_request_bytes: int = Limits.max_request_bytes
-    max_json_depth: int = Limits.max_json_depth
-    max_elements: int = Limits.max_elements
-    max_image_pixels: int = Limits.max_image_pixels
-    infer_timeout_s: float = Limits.infer_timeout_s
-    read_timeout_s: float = 30.0
-    drain_timeout_s: float = 30.0
-    version_policy: str = "latest"
-    poll_interval_s: float = 1.0
-    auth_token_file: str | None = None
-    model_control: bool = False
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ServerOptions:
-        values = {**section, **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**values)
-
-    def limits(self) -> Limits:
-        return Limits(
-            self.max_request_bytes,
-            self.max_json_depth,
-            self.max_elements,
-            self.max_image_pixels,
-            self.infer_timeout_s,
-        )
-
-    def auth_token(self) -> str | None:
-        """``$MODEL_AGNOSTIC_AUTH_TOKEN``, else the first line of ``auth_token_file``."""
-        token = os.environ.get(TOKEN_ENV, "").strip()
-        if not token and self.auth_token_file:
-            try:
-                token = Path(self.auth_token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read auth_token_file {self.auth_token_file!r}: {exc}"
-                ) from None
-            if not token:
-                raise ConfigError(f"auth_token_file {self.auth_token_file!r} is empty")
-        if token and len(token) < 16:
-            raise ConfigError("the auth token must be at least 16 characters")
-        return token or None
 
 
 def make_runner(metrics: Metrics | None) -> Callable[[ServedVersion], Batcher | None]:
@@ -224,7 +168,8 @@ def _respond(dataplane: DataPlane, environ: dict[str, Any]) -> Response:
     if environ.get("CONTENT_TYPE"):
         headers["CONTENT-TYPE"] = environ["CONTENT_TYPE"]
     path = environ.get("PATH_INFO", "/")
-    return dataplane.handle(Request(environ.get("REQUEST_METHOD", "GET"), path, body, headers))
+    method, query = environ.get("REQUEST_METHOD", "GET"), environ.get("QUERY_STRING", "")
+    return dataplane.handle(Request(method, path, body, headers, query))
 
 
 def _phrase(status: int) -> str:
@@ -291,9 +236,10 @@ def serve(dataplane: DataPlane, options: ServerOptions) -> None:
     with until_stopped() as wait:
         server = BackgroundServer(dataplane, options).start()
         names = ", ".join(dataplane.repository.names()) or "no models yet"
+        grpc = f" and gRPC on {server.grpc_address}" if server.grpc_address else ""
         print(
-            f"serving {names} on {server.url} (Open Inference Protocol v2, /ui, /metrics, "
-            "/openapi.json); Ctrl-C or SIGTERM stops",
+            f"serving {names} on {server.url}{grpc} (Open Inference Protocol v2, /ui, "
+            "/metrics, /openapi.json); Ctrl-C or SIGTERM stops",
             file=sys.stderr,
             flush=True,
         )
@@ -352,7 +298,8 @@ def _in_loop(server: Any, action: Callable[[], None]) -> None:
 
 
 class BackgroundServer:
-    """The same server on a background thread (tests, benchmarks, notebooks).
+    """The same server on a background thread (tests, benchmarks, notebooks); with
+    ``options.grpc_port`` set (0: a free port), the gRPC service too, at :attr:`grpc_address`.
 
     ``with BackgroundServer(dataplane) as server: requests.get(server.url + "/v2")``
     """
@@ -362,28 +309,49 @@ class BackgroundServer:
         self.options = options or ServerOptions(port=0)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._grpc: Any = None  # a GrpcServer when options.grpc_port is set
+        self._stopping = False
 
     @property
     def url(self) -> str:
         return f"http://{self.options.host}:{self._server.effective_port}"
 
+    @property
+    def grpc_port(self) -> int | None:
+        """The port the gRPC service is bound to (also with ``grpc_port=0``), None without one."""
+        return None if self._grpc is None else int(self._grpc.port)
+
+    @property
+    def grpc_address(self) -> str | None:
+        """``host:port`` of the gRPC service (the port bound), None without one."""
+        return None if self._grpc is None else str(self._grpc.address)
+
     def start(self) -> BackgroundServer:
         self.dataplane.repository.start()
         self._server = _create_server(self.dataplane, self.options)
         self._thread = threading.Thread(
-            target=self._server.run, daemon=True, name="model_agnostic-server"
+            target=self._run_loop, daemon=True, name="model_agnostic-server"
         )
         self._thread.start()
+        if self.options.grpc_port is not None:
+            from .grpc_server import GrpcServer
+
+            try:
+                self._grpc = GrpcServer(self.dataplane, self.options).start()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def drain(self, timeout: float) -> bool:
-        """Stop accepting connections, then wait up to ``timeout`` s until every request
-        waitress has accepted is answered and sent. True if all were."""
+        """Stop accepting connections (HTTP and gRPC), then wait up to ``timeout`` s until
+        every request accepted is answered and sent. True if all were."""
         server = self._server
         if server is None:
             return True
         wasyncore = require("waitress.wasyncore", "The inference server")
         _in_loop(server, lambda: wasyncore.dispatcher.close(server))
+        grpc_idle = (lambda: True) if self._grpc is None else self._grpc.drain(timeout).is_set
         deadline = time.monotonic() + timeout
 
         def idle() -> bool:
@@ -392,6 +360,7 @@ class BackgroundServer:
                 not tasks.queue
                 and not tasks.active_count
                 and self.dataplane.active == 0
+                and grpc_idle()
                 and not any(
                     ch.total_outbufs_len or ch.requests
                     for ch in list(server.active_channels.values())
@@ -404,8 +373,18 @@ class BackgroundServer:
             time.sleep(0.02)
         return True
 
+    def _run_loop(self) -> None:
+        try:
+            self._server.run()
+        except OSError as exc:
+            # stop() closed a socket the loop was selecting on (its wake-up pipe was gone,
+            # so it closed them from the calling thread): the loop is meant to end anyway
+            if not (self._stopping and exc.errno == errno.EBADF):
+                raise
+
     def stop(self) -> None:
         """Close every connection and the listening socket, then the repository."""
+        self._stopping = True
         server = self._server
         if server is not None:
             wasyncore = require("waitress.wasyncore", "The inference server")
@@ -413,7 +392,7 @@ class BackgroundServer:
 
             def close_in_loop() -> None:  # runs on the server's own thread
                 for channel in list(server.active_channels.values()):
-                    channel.close()
+                    channel.handle_close()  # closes its output buffers (temp files) too
                 if server.socket is not None:
                     wasyncore.dispatcher.close(server)  # the listening socket
                 try:
@@ -428,6 +407,8 @@ class BackgroundServer:
             server.task_dispatcher.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._grpc is not None:
+            self._grpc.stop()
         self.dataplane.repository.stop()
 
     def __enter__(self) -> BackgroundServer:

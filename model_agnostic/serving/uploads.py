@@ -10,6 +10,7 @@ from email.policy import HTTP
 
 from PIL import Image
 
+from ..dicom import is_dicom
 from ..errors import ServingError
 
 __all__ = ["MAX_PARTS", "check_pixels", "read_upload"]
@@ -75,6 +76,15 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     """Refuse (413) an image whose header declares more than ``max_pixels`` pixels, before
     anything is decoded. Data that is not a recognisable image is left to the model's
     ``preprocessing``, which says what is wrong with it."""
+    if is_dicom(data[:132]):
+        width, height = _dicom_size(data)
+        if width * height <= max_pixels:
+            return
+        raise ServingError(
+            f"the uploaded DICOM image is {width}x{height} = {width * height:,} pixels, over "
+            f"the limit of {max_pixels:,}; send a smaller image",
+            413,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's own bomb warning: we decide below
         try:
@@ -110,3 +120,15 @@ def _parse(body: bytes, content_type: str) -> EmailMessage:
             400,
         )
     return message
+
+
+def _dicom_size(data: bytes) -> tuple[int, int]:
+    """Columns and Rows from a DICOM header (0, 0 when it cannot be read: preprocessing
+    then says why)."""
+    try:
+        import pydicom
+
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        return int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0)
+    except Exception:  # no pydicom, or not readable: left to the model's preprocessing
+        return 0, 0
