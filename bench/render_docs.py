@@ -970,6 +970,102 @@ def conformance() -> str:
     return "\n".join(lines)
 
 
+def peers() -> str:
+    """bench/peers.py: ours, KServe's ModelServer and MLServer on the same ONNX model."""
+    d = _load("peers.json")
+    target = d["targets"]["ours_over_kserve_c8_json"]
+    lines = [_source("peers.json", note=(
+        f"{d['model']}, one {'x'.join(map(str, d['input_shape']))} FP32 tensor per request, "
+        f"{d['requests']} requests x {d['rounds']} alternating rounds per cell; "
+        + "; ".join(f"{k}: {v}" for k, v in d["servers"].items()))), "",
+        "| server, encoding | c=1 req/s | c=1 p50 | c=8 req/s | c=8 p50 | c=8 p99 |",
+        "|---|---:|---:|---:|---:|---:|"]
+    for combo, stats in d["stats"].items():
+        one, eight = stats["1"], stats["8"]
+        lines.append(f"| {combo} | {one['req_s']:.2f} | {_ms(one['p50_s'], 0)} ms | "
+                     f"{eight['req_s']:.2f} | {_ms(eight['p50_s'], 0)} ms | "
+                     f"{_ms(eight['p99_s'], 0)} ms |")
+    r = d["ratios"]
+    lines += ["", "Ours / KServe at concurrency 8: JSON **"
+              f"{_ratio(r['ours_over_kserve_c8_json'], target)}**, binary **"
+              f"{_ratio(r['ours_over_kserve_c8_binary'], target)}** (target {_target(target)}: "
+              f"{_verdict(min(r['ours_over_kserve_c8_json'], r['ours_over_kserve_c8_binary']), target)}"
+              f"). Ours / MLServer (JSON): {r['ours_over_mlserver_c1_json']:.2f} at concurrency 1, "
+              f"{r['ours_over_mlserver_c8_json']:.2f} at 8. All answers equal ours: "
+              + ("yes" if not any(d["agreement_max_abs"].values()) else "**no**") + "."]
+    return "\n".join(lines)
+
+
+def json_path() -> str:
+    """bench/json_path.py: JSON decoding against orjson + numpy; ours against BentoML."""
+    d = _load("json_path.json")
+    decode_target = d["targets"]["decode_ours_over_orjson_numpy"]
+    bento_target = d["targets"]["ours_over_bentoml"]
+    lines = [_source("json_path.json"), "",
+             "| decoding one 1x3x224x224 FP32 JSON request | ours | orjson + numpy | ratio | "
+             "stdlib json.loads alone |", "|---|---:|---:|---:|---:|"]
+    for form, row in d["decode"].items():
+        m = row["median_s"]
+        lines.append(f"| `data` {form} ({row['body_bytes']:,} B) | {_ms(m['ours'])} ms | "
+                     f"{_ms(m['orjson_numpy'])} ms | "
+                     f"{_ratio(row['ours_over_orjson_numpy'], decode_target)} "
+                     f"({_verdict(row['ours_over_orjson_numpy'], decode_target)}) | "
+                     f"{_ms(m['stdlib_json_loads'])} ms |")
+    lines += ["", "| JSON tensors, same payload | ours req/s | BentoML req/s | ratio |",
+              "|---|---:|---:|---:|"]
+    for concurrency, row in d["throughput"].items():
+        lines.append(f"| concurrency {concurrency} | {row['ours']:.2f} | {row['bentoml']:.2f} | "
+                     f"{_ratio(row['ours_over_bentoml'], bento_target)} "
+                     f"({_verdict(row['ours_over_bentoml'], bento_target)}) |")
+    lines += ["", f"Targets: decoding {_target(decode_target)} orjson + numpy; ours "
+              f"{_target(bento_target)} BentoML 1.4 (adaptive batching, same ONNX model)."]
+    return "\n".join(lines)
+
+
+def grpc_vs_http() -> str:
+    """bench/grpc_vs_http.py: tritonclient over gRPC and over HTTP (binary), our server."""
+    d = _load("grpc_vs_http.json")
+    t, p50, p99, r = d["throughput_rps"], d["p50_s"], d["p99_s"], d["ratios"]
+    lines = [_source("grpc_vs_http.json", note=(
+        f"CheXNet, one {'x'.join(map(str, d['input_shape']))} tensor per request, output "
+        f"`{d['output']}`, {d['requests']} requests x {d['rounds']} rounds per cell; answers "
+        + ("equal bit for bit" if d["answers_equal_bit_for_bit"] else "**differ**"))), "",
+        "| concurrency | transport | req/s | p50 | p99 |", "|---|---|---:|---:|---:|"]
+    for c in d["concurrencies"]:
+        for proto, name in (("http", "HTTP, binary tensors"), ("grpc", "gRPC, raw contents")):
+            lines.append(f"| {c} | {name} | {t[f'{proto}_c{c}']:.2f} | "
+                         f"{_ms(p50[f'{proto}_c{c}'])} ms | {_ms(p99[f'{proto}_c{c}'])} ms |")
+    targets = d["targets"]
+    lines += ["", "gRPC / HTTP throughput: "
+              f"{_ratio(r['grpc_over_http_throughput_c1'])} at concurrency 1, "
+              f"{_ratio(r['grpc_over_http_throughput_c8'])} at 8 (target "
+              f"{_target(targets['grpc_over_http_throughput_c8'])}: "
+              f"{_verdict(min(r['grpc_over_http_throughput_c1'], r['grpc_over_http_throughput_c8']), targets['grpc_over_http_throughput_c8'])}"
+              f"); p50 at concurrency 1: {_ratio(r['grpc_over_http_p50_c1'])} (target "
+              f"{_target(targets['grpc_over_http_p50_c1'])}: "
+              f"{_verdict(r['grpc_over_http_p50_c1'], targets['grpc_over_http_p50_c1'])})."]
+    return "\n".join(lines)
+
+
+def remote_overhead() -> str:
+    """bench/remote_overhead.py: RemoteModel.infer against tritonclient, same requests."""
+    d = _load("remote_overhead.json")
+    lines = [_source("remote_overhead.json", note="sequential requests, callers interleaved"), "",
+             "| model | transport | RemoteModel | tritonclient | ratio |",
+             "|---|---|---:|---:|---:|"]
+    for model, row in d["models"].items():
+        m = row["median_s"]
+        for proto in ("http", "grpc"):
+            target = d["targets"][f"remote_over_triton_{proto}"]
+            ratio = row["ratios"][f"remote_over_triton_{proto}"]
+            lines.append(f"| {model} {'x'.join(map(str, row['input_shape']))} | {proto} | "
+                         f"{_ms(m[f'remote_{proto}'], 2)} ms | {_ms(m[f'triton_{proto}'], 2)} ms | "
+                         f"{_ratio(ratio, target)} ({_verdict(ratio, target)}) |")
+    lines += ["", f"Target: RemoteModel {_target(d['targets']['remote_over_triton_http'])} "
+              "tritonclient's time per request."]
+    return "\n".join(lines)
+
+
 def explain_cost() -> str:
     """bench/explain_cost.py: /explain against /predict on the same server."""
     d = _load("explain_cost.json")
@@ -1041,6 +1137,10 @@ TABLES: dict[str, Table] = {
     "batcher-overhead": Table(batcher_overhead, ("batcher.json",)),
     "resize-bands": Table(resize_bands, ("resize_bands.json",)),
     "conformance": Table(conformance, ("conformance.json",)),
+    "peers": Table(peers, ("peers.json",)),
+    "json-path": Table(json_path, ("json_path.json",)),
+    "grpc-vs-http": Table(grpc_vs_http, ("grpc_vs_http.json",)),
+    "remote-overhead": Table(remote_overhead, ("remote_overhead.json",)),
     "explain-cost": Table(explain_cost, ("explain_cost.json",)),
     "dicom-decode": Table(dicom_decode, ("dicom_decode.json",)),
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -205,6 +207,20 @@ def test_the_artifact_explains_without_torch(tmp_path: Path) -> None:
     done = run_without_torch(code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "(32, 32) True" in done.stdout
+    # the command line, as make demo runs it: overlay and raw map written, both named
+    done = subprocess.run(
+        [sys.executable, "-m", "model_agnostic", "predict", "--forbid-torch", "--config",
+         str(tmp_path / "artifact"), "--explain", "1", "--heatmaps", str(tmp_path / "maps"),
+         str(XRAY)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(done.stdout)["results"]
+    [heatmap] = result["result"]["heatmaps"]
+    top = result["result"]["result"][0]["finding"]
+    assert heatmap["label"] == top and heatmap["overlay"].endswith(f".{top}.png")
+    assert f"heatmap of {top}" in done.stderr and heatmap["overlay"] in done.stderr
+    with Image.open(heatmap["overlay"]) as overlay:
+        assert overlay.format == "PNG"
+    assert np.load(heatmap["map"]).shape == (32, 32)
 
 
 def test_explain_endpoint_returns_maps_and_overlays(chexnet_onnx_config: Path) -> None:

@@ -81,17 +81,28 @@ def _explain_option(text: str | None) -> bool | int | list[str]:
 
 
 def _save_heatmaps(explained: Any, source: str, folder: Path) -> dict[str, Any]:
-    """The explanation as JSON with each overlay written to ``folder`` (named on stderr)."""
+    """The explanation as JSON, each heatmap's overlay (PNG) and raw map (.npy) written to
+    ``folder`` and named there (and the overlay on stderr)."""
+    import numpy as np
+
     folder.mkdir(parents=True, exist_ok=True)
     heatmaps = []
     for heatmap in explained.heatmaps:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in heatmap.label)
-        path = heatmap.save_overlay(folder / f"{Path(source).stem}.{safe}.png")
+        stem = f"{Path(source).stem}.{safe}"
+        overlay = heatmap.save_overlay(folder / f"{stem}.png")
+        np.save(folder / f"{stem}.npy", heatmap.map, allow_pickle=False)
         print(
-            f"heatmap of {heatmap.label} ({heatmap.score:.4f}) over {source}: {path}",
+            f"heatmap of {heatmap.label} ({heatmap.score:.4f}) over {source}: {overlay}",
             file=sys.stderr,
         )
-        heatmaps.append({**heatmap.to_dict(overlay=False), "overlay": str(path)})
+        heatmaps.append(
+            {
+                **heatmap.to_dict(overlay=False),
+                "map": str(folder / f"{stem}.npy"),
+                "overlay": str(overlay),
+            }
+        )
     return {"result": explained.result, "heatmaps": heatmaps}
 
 

@@ -139,7 +139,8 @@ def add_predict(commands: Any, run: Run) -> None:
         "--heatmaps",
         metavar="DIR",
         default="heatmaps",
-        help="with --explain: folder for the overlay PNGs, <input>.<label>.png (default heatmaps)",
+        help="with --explain: folder for each heatmap's overlay and raw map, "
+        "<input>.<label>.png and .npy (default heatmaps)",
     )
     predict.set_defaults(run=run)
 

@@ -1,11 +1,13 @@
-"""One backend call for several requests: merge along the batch axis, run, split back, and
-isolate a failure to the request that caused it. Used by :class:`~.batching.Batcher` and
-by the Ray Serve adapter's ``@serve.batch`` runner; reports to a :class:`BatchObserver`.
+"""One backend call for several requests: which requests may share one (:func:`request_key`),
+merge along the batch axis, run, split back, and isolate a failure to the request that
+caused it; and the checks of the batcher's settings. Used by :class:`~.batching.Batcher`
+and by the Ray Serve adapter's ``@serve.batch`` runner; reports to a :class:`BatchObserver`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -13,11 +15,21 @@ from typing import Protocol
 import numpy as np
 
 from .. import rows as batch_axis
-from ..errors import InferenceError, ModelAgnosticError
+from ..errors import ConfigError, InferenceError, ModelAgnosticError, TensorSpecError
 
-__all__ = ["BatchObserver", "NullObserver", "report_to", "run_merged", "wrap_error"]
+__all__ = [
+    "BatchObserver",
+    "NullObserver",
+    "RequestKey",
+    "check_settings",
+    "report_to",
+    "request_key",
+    "run_merged",
+    "wrap_error",
+]
 
 Arrays = dict[str, np.ndarray]
+RequestKey = frozenset[tuple[str, np.dtype, tuple[int, ...]]]
 
 _log = logging.getLogger(__name__)
 
@@ -128,3 +140,41 @@ def report_to(method: Callable[..., None], name: str, *args: float) -> None:
         method(*args)
     except Exception:
         _log.exception("batcher %r: observer %r failed", name, method)
+
+
+def check_settings(
+    max_batch_size: int, max_queue_delay_ms: float, max_queue_size: int, name: str
+) -> None:
+    """Refuse batcher settings out of range with :class:`ConfigError` naming the setting."""
+    for label, value in (("max_batch_size", max_batch_size), ("max_queue_size", max_queue_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
+    delay_ok = isinstance(max_queue_delay_ms, (int, float)) and not isinstance(
+        max_queue_delay_ms, bool
+    )
+    if not delay_ok or not math.isfinite(max_queue_delay_ms) or max_queue_delay_ms < 0:
+        raise ConfigError(
+            f"max_queue_delay_ms must be a finite number >= 0 (0 = do not wait), "
+            f"got {max_queue_delay_ms!r}"
+        )
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, got {name!r}")
+
+
+def request_key(inputs: Mapping[str, np.ndarray]) -> tuple[int, RequestKey]:
+    """A request's rows and its merge key (input names, dtypes, non-batch shapes); raise
+    :class:`TensorSpecError` if it is malformed."""
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TensorSpecError(
+            f"a request needs at least one input: expected a non-empty dict of "
+            f"name -> numpy array, got {inputs!r:.80}"
+        )
+    for name, array in inputs.items():
+        if not isinstance(name, str) or not isinstance(array, np.ndarray):
+            raise TensorSpecError(
+                f"input {name!r} is a {type(array).__name__}; expected a numpy array "
+                "under a string name"
+            )
+    count = batch_axis.count(inputs)
+    key = frozenset((name, array.dtype, array.shape[1:]) for name, array in inputs.items())
+    return count, key

@@ -2,18 +2,17 @@
 
 Framework-free and thread-based: each HTTP request runs in its own server thread, hands its
 arrays to :meth:`Batcher.submit` (or blocks in :meth:`Batcher.infer`), and one worker thread
-per :class:`Batcher` gathers waiting requests into batches. Only numpy and the standard
-library are used.
+per model instance (:mod:`.instances`) gathers waiting requests into batches and runs them.
+Only numpy and the standard library are used.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
@@ -21,15 +20,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import rows as batch_axis
-from ..errors import ConfigError, QueueFullError, ServingError, TensorSpecError
+from ..errors import ConfigError, QueueFullError, ServingError
 from ..model import Model
-from .batch_calls import BatchObserver, NullObserver, report_to, run_merged, wrap_error
+from .batch_calls import (
+    BatchObserver,
+    NullObserver,
+    RequestKey,
+    check_settings,
+    report_to,
+    request_key,
+    run_merged,
+    wrap_error,
+)
 
 __all__ = [
     "DEFAULTS",
     "BatchObserver",
     "Batcher",
+    "Instance",
     "NullObserver",
     "Runner",
     "batch_limit",
@@ -40,7 +48,6 @@ __all__ = [
 
 Arrays = dict[str, np.ndarray]
 InferFn = Callable[[Arrays], Arrays]
-RequestKey = frozenset[tuple[str, np.dtype, tuple[int, ...]]]
 
 #: ``[serving]`` defaults: adaptive batching on, up to 32 rows, 2 ms wait, 256 waiting.
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +56,32 @@ DEFAULTS: dict[str, Any] = {
     "max_queue_delay_ms": 2.0,
     "max_queue_size": 256,
 }
+
+
+class Instance(Protocol):
+    """One copy of the model that one batcher worker runs batches on (:mod:`.instances`)."""
+
+    def start(self) -> None:
+        """On the worker's own thread, before its first batch (e.g. pin it to CPUs)."""
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        """Run one (merged) batch."""
+
+    def close(self) -> None:
+        """Once the batcher has closed and its workers are done."""
+
+
+class _Plain:
+    """A bare infer function as the batcher's one instance."""
+
+    def __init__(self, infer: InferFn) -> None:
+        self.infer = infer
+
+    def start(self) -> None:
+        """Nothing to set up."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class Runner(Protocol):
@@ -109,8 +142,12 @@ class Batcher:
 
     Every input array has a leading batch axis; a request's *rows* is that axis length, and
     all inputs of one request must agree on it (else :class:`TensorSpecError`, HTTP 400).
-    One daemon worker thread, named ``model_agnostic-batcher-{name}``, is started lazily on
-    the first :meth:`submit` (never at import or construction).
+    ``infer`` is one function, or several :class:`Instance` objects (copies of the model,
+    :mod:`.instances`) that run batches in parallel. One daemon worker thread per instance,
+    named ``model_agnostic-batcher-{name}`` (``-{i}`` added for several), is started lazily
+    on the first :meth:`submit` (never at import or construction). One worker at a time
+    gathers a batch, and only while its instance is free; then it runs the batch while the
+    next free worker gathers the next one.
 
     Gathering: the worker takes the oldest waiting request and adds later *compatible*
     requests (identical input names, dtypes and non-batch shapes) in arrival order. The batch
@@ -137,7 +174,7 @@ class Batcher:
 
     def __init__(
         self,
-        infer: InferFn,
+        infer: InferFn | Sequence[Instance],
         *,
         max_batch_size: int = 8,
         max_queue_delay_ms: float = 5.0,
@@ -145,27 +182,37 @@ class Batcher:
         name: str = "model",
         observer: BatchObserver | None = None,
     ) -> None:
-        _check_settings(max_batch_size, max_queue_delay_ms, max_queue_size, name)
-        self._infer = infer
+        check_settings(max_batch_size, max_queue_delay_ms, max_queue_size, name)
+        self._instances: list[Instance] = [_Plain(infer)] if callable(infer) else list(infer)
+        if not self._instances:
+            raise ConfigError(f"batcher {name!r} needs an infer function or instances, got none")
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ms = float(max_queue_delay_ms)
         self.max_queue_size = max_queue_size
         self.name = name
         self._observer: BatchObserver = observer if observer is not None else NullObserver()
         self._delay = self.max_queue_delay_ms / 1000.0
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # a request arrived, or closing
+        self._turn = threading.Condition(lock)  # the gathering worker is done gathering
+        self._gathering = False  # a worker is forming a batch (one at a time)
         self._queue: deque[_Request] = deque()
         self._held = 0  # requests taken from the queue into a batch that has not started
         self._closed = False
         self._drain = True
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread | None] = [None] * len(self._instances)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, max_batch_size={self.max_batch_size}, "
             f"max_queue_delay_ms={self.max_queue_delay_ms}, "
-            f"max_queue_size={self.max_queue_size})"
+            f"max_queue_size={self.max_queue_size}, instances={self.instances})"
         )
+
+    @property
+    def instances(self) -> int:
+        """Copies of the model running batches in parallel (one worker thread each)."""
+        return len(self._instances)
 
     @property
     def queued(self) -> int:
@@ -193,11 +240,7 @@ class Batcher:
                     "retry later"
                 )
             self._queue.append(request)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name=f"model_agnostic-batcher-{self.name}", daemon=True
-                )
-                self._thread.start()
+            self._start_workers()
             self._cond.notify()
         return request.future
 
@@ -231,21 +274,47 @@ class Batcher:
             if not drain:
                 self._queue.clear()
             self._cond.notify_all()
-            thread = self._thread
+            self._turn.notify_all()
+            threads = [thread for thread in self._threads if thread is not None]
         for request in dropped:
             self._fail_closed(request)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for instance in self._instances:
+            try:
+                instance.close()
+            except Exception:
+                _log.exception("batcher %r: closing instance %r failed", self.name, instance)
 
     # -- worker ---------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _start_workers(self) -> None:
+        """Under the lock: start each instance's worker thread not running yet."""
+        for index, thread in enumerate(self._threads):
+            if thread is None or not thread.is_alive():
+                suffix = f"-{index}" if len(self._threads) > 1 else ""
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(self._instances[index],),
+                    name=f"model_agnostic-batcher-{self.name}{suffix}",
+                    daemon=True,
+                )
+                self._threads[index] = thread
+                thread.start()
+
+    def _work(self, instance: Instance) -> None:
+        try:
+            instance.start()
+        except Exception:  # e.g. pinning refused: run unpinned rather than not at all
+            _log.exception("batcher %r: starting instance %r failed", self.name, instance)
         while True:
             batch = self._gather()
             if batch is None:
                 return
             try:
-                self._run(batch)
+                self._run(batch, instance.infer)
             except BaseException as exc:  # keep serving; never leave a caller hanging
                 for request in batch:
                     if not request.future.done():
@@ -255,22 +324,30 @@ class Batcher:
                 _log.exception("batcher %r: unexpected error in the worker", self.name)
 
     def _gather(self) -> list[_Request] | None:
-        """Wait for the oldest request and collect its batch; None once closed and empty."""
+        """Wait for this worker's turn, then for the oldest request, and collect its batch;
+        None once closed and empty."""
         dropped: list[_Request] = []
         with self._cond:
-            first = self._pop_oldest()
-            if first is None:
-                return None
-            batch, rows = [first], first.rows
-            self._held = 1
-            deadline = first.arrival + self._delay
-            while rows < self.max_batch_size:
-                rows, full = self._take_compatible(batch, rows)
-                remaining = deadline - time.monotonic()
-                if full or self._closed or remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            self._held = 0
+            while self._gathering:
+                self._turn.wait()
+            self._gathering = True
+            try:
+                first = self._pop_oldest()
+                if first is None:
+                    return None
+                batch, rows = [first], first.rows
+                self._held = 1
+                deadline = first.arrival + self._delay
+                while rows < self.max_batch_size:
+                    rows, full = self._take_compatible(batch, rows)
+                    remaining = deadline - time.monotonic()
+                    if full or self._closed or remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._held = 0
+            finally:
+                self._gathering = False
+                self._turn.notify()
             if self._closed and not self._drain:
                 dropped, batch = batch, []
         for request in dropped:
@@ -310,7 +387,7 @@ class Batcher:
         self._held = len(batch)
         return rows, full
 
-    def _run(self, batch: list[_Request]) -> None:
+    def _run(self, batch: list[_Request], infer: InferFn) -> None:
         live = [request for request in batch if request.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -318,7 +395,7 @@ class Batcher:
         for request in live:
             report_to(self._observer.queue_wait, self.name, started - request.arrival)
         outcomes = run_merged(
-            self._infer,
+            infer,
             self.name,
             [(request.inputs, request.rows) for request in live],
             self._observer,
@@ -339,40 +416,3 @@ class Batcher:
     def _fail_closed(self, request: _Request) -> None:
         if request.future.set_running_or_notify_cancel():
             request.future.set_exception(self._closed_error())
-
-
-def _check_settings(
-    max_batch_size: int, max_queue_delay_ms: float, max_queue_size: int, name: str
-) -> None:
-    for label, value in (("max_batch_size", max_batch_size), ("max_queue_size", max_queue_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
-    delay_ok = isinstance(max_queue_delay_ms, (int, float)) and not isinstance(
-        max_queue_delay_ms, bool
-    )
-    if not delay_ok or not math.isfinite(max_queue_delay_ms) or max_queue_delay_ms < 0:
-        raise ConfigError(
-            f"max_queue_delay_ms must be a finite number >= 0 (0 = do not wait), "
-            f"got {max_queue_delay_ms!r}"
-        )
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"name must be a non-empty string, got {name!r}")
-
-
-def request_key(inputs: Mapping[str, np.ndarray]) -> tuple[int, RequestKey]:
-    """A request's rows and its merge key (input names, dtypes, non-batch shapes); raise
-    :class:`TensorSpecError` if it is malformed."""
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise TensorSpecError(
-            f"a request needs at least one input: expected a non-empty dict of "
-            f"name -> numpy array, got {inputs!r:.80}"
-        )
-    for name, array in inputs.items():
-        if not isinstance(name, str) or not isinstance(array, np.ndarray):
-            raise TensorSpecError(
-                f"input {name!r} is a {type(array).__name__}; expected a numpy array "
-                "under a string name"
-            )
-    count = batch_axis.count(inputs)
-    key = frozenset((name, array.dtype, array.shape[1:]) for name, array in inputs.items())
-    return count, key

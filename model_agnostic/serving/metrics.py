@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, latency, queue wait, batch sizes, requests in flight."""
+"""Prometheus metrics: requests, latency, queue wait, batch sizes, requests in flight, and
+model instances (serving, busy, calls per instance)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ class Metrics:
         self.in_flight = prom.Gauge(
             "inflight_requests", "Requests being answered", ["model", "version"], **reg
         )
+        version = ["model", "version"]
+        self.instances = prom.Gauge("instances", "Model instances serving", version, **reg)
+        self.busy_instances = prom.Gauge(
+            "busy_instances", "Instances running a backend call now", version, **reg
+        )
+        self.instance_calls = prom.Counter(
+            "instance_calls", "Backend calls, by instance", [*version, "instance"], **reg
+        )
 
     def request(self, model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, version, endpoint, str(status)).inc()
@@ -75,6 +84,10 @@ class Metrics:
     def observer(self, model: str) -> _BatchObserver:
         """What a :class:`~model_agnostic.serving.batching.Batcher` reports to."""
         return _BatchObserver(self, model)
+
+    def instance_observer(self, model: str, version: str) -> _InstanceObserver:
+        """What a version's instances report to (:class:`~.instances.InstanceObserver`)."""
+        return _InstanceObserver(self, model, version)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type."""
@@ -95,3 +108,24 @@ class _BatchObserver:
 
     def queue_wait(self, seconds: float) -> None:
         self._wait.observe(seconds)
+
+
+class _InstanceObserver:
+    """Counts by increments, so two batchers of one version (during a hot swap of a changed
+    version folder) add up instead of overwriting each other."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._serving: Any = metrics.instances.labels(model, version)
+        self._busy: Any = metrics.busy_instances.labels(model, version)
+        self._calls = metrics.instance_calls
+        self._labels = (model, version)
+
+    def serving(self, count: int) -> None:
+        self._serving.inc(count)
+
+    def call(self, index: int, running: bool) -> None:
+        if running:
+            self._busy.inc()
+            self._calls.labels(*self._labels, str(index)).inc()
+        else:
+            self._busy.dec()

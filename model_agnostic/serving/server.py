@@ -27,8 +27,9 @@ from typing import Any
 from .._deps import require
 from ..config import Overrides, apply_overrides, load_model, resolve
 from ..errors import ConfigError
-from .batching import Batcher, batch_options
+from .batching import Batcher
 from .dataplane import DataPlane, Request, Response
+from .instances import version_batcher
 from .metrics import Metrics
 from .options import TOKEN_ENV, ServerOptions
 from .repository import ModelRepository, ServedVersion
@@ -46,23 +47,9 @@ __all__ = [
 
 
 def make_runner(metrics: Metrics | None) -> Callable[[ServedVersion], Batcher | None]:
-    """A repository hook giving each loaded version its own adaptive batcher."""
-
-    def runner(served: ServedVersion) -> Batcher | None:
-        options = batch_options(served.options, served.model, served.name)
-        if not options["batching"]:
-            return None
-        observer = metrics.observer(served.name) if metrics else None
-        return Batcher(
-            served.model.infer,
-            max_batch_size=int(options["max_batch_size"]),
-            max_queue_delay_ms=float(options["max_queue_delay_ms"]),
-            max_queue_size=int(options["max_queue_size"]),
-            name=f"{served.name}-{served.version}",
-            observer=observer,
-        )
-
-    return runner
+    """A repository hook giving each loaded version its own adaptive batcher over its model
+    instances (:func:`~.instances.version_batcher`)."""
+    return functools.partial(version_batcher, metrics=metrics)
 
 
 def build_dataplane(
