@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the render_* helpers beside it
+from render_instances import instances  # noqa: E402
+from render_perf import perf_check  # noqa: E402
+from render_quantization import quantization  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
@@ -1137,6 +1142,9 @@ TABLES: dict[str, Table] = {
     "batcher-overhead": Table(batcher_overhead, ("batcher.json",)),
     "resize-bands": Table(resize_bands, ("resize_bands.json",)),
     "conformance": Table(conformance, ("conformance.json",)),
+    "perf-check": Table(perf_check, ("perf_check.json",)),
+    "instances": Table(instances, ("instances.json",)),
+    "quantization": Table(quantization, ("quantization.json",)),
     "peers": Table(peers, ("peers.json",)),
     "json-path": Table(json_path, ("json_path.json",)),
     "grpc-vs-http": Table(grpc_vs_http, ("grpc_vs_http.json",)),

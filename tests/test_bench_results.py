@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
 
 BENCH = ROOT / "bench"
 #: Files in bench/ that are not benchmarks: shared code, a baseline app, a model class.
-HELPERS = {"common", "naive_flask", "coverage_model", "render_docs"}
+HELPERS = {"common", "naive_flask", "coverage_model", "render_docs", "render_perf",
+           "render_instances", "render_quantization"}
 
 
 def _render_docs() -> object:
     spec = importlib.util.spec_from_file_location("render_docs", BENCH / "render_docs.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("render_docs", module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -295,3 +295,82 @@ def test_a_version_starts_its_instances_before_it_serves(tmp_path: Path) -> None
     assert isinstance(batcher, Batcher) and batcher.instances == 2
     assert [t for t in threading.enumerate() if "batcher-tiny-1" in t.name] == []  # lazy
     batcher.close()
+
+
+@pytest.mark.parametrize(("files", "count"), [
+    ({"cpu.max": "150000 100000"}, 1),  # a container limited to 1.5 CPUs: 1
+    ({"cpu.max": "max 100000"}, None),  # no limit: every CPU of the affinity
+    ({"cfs_quota_us": "200000", "cfs_period_us": "100000"}, 2),  # cgroup v1
+    ({"cfs_quota_us": "-1", "cfs_period_us": "100000"}, None),
+])
+def test_a_container_cpu_limit_caps_the_cpus_plans_divide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], count: int | None
+) -> None:
+    from model_agnostic.serving import instances
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(instances, "_QUOTA_FILES", (
+        (str(tmp_path / "cpu.max"), None),
+        (str(tmp_path / "cfs_quota_us"), str(tmp_path / "cfs_period_us"))))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert instances.available_cpus() == list(range(count or 8))
+    assert plan_instances({"objective": "throughput"}, "m").instances == (count or 8)
+
+
+def test_a_version_with_bad_instance_settings_fails_and_the_previous_one_serves(
+    tmp_path: Path,
+) -> None:
+    write_tiny_model(tmp_path / "tiny" / "1", serving="instances = 2")
+    repository = ModelRepository(tmp_path, make_runner=make_runner(None))
+    repository.start()
+    try:
+        write_tiny_model(tmp_path / "tiny" / "2", scale=2.0, serving="threads_per_instance = 0")
+        repository.scan()
+        repository.scan()  # a new folder loads once unchanged for one poll
+        assert repository.ready_versions("tiny") == ["1"]
+        failed = repository.status()["tiny"]["failed"]
+        assert "[serving] threads_per_instance must be an integer" in failed["2"]["error"]
+    finally:
+        repository.stop()
+
+
+class Recording:
+    """A batcher instance that records its lifecycle; calls wait on ``gate``."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate, self.events, self.thread = gate, [], ""
+
+    def start(self) -> None:
+        self.events.append("start")
+        self.thread = threading.current_thread().name
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.gate.wait(10)
+        self.events.append("infer")
+        return {"y": inputs["x"] * 2}
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_closing_drains_every_worker_then_closes_the_instances() -> None:
+    gate = threading.Event()
+    instances = [Recording(gate), Recording(gate)]
+    batcher = Batcher(instances, max_batch_size=1, max_queue_delay_ms=0.0, name="rec")
+    futures = [batcher.submit({"x": np.full((1, 2), i, np.float32)}) for i in range(6)]
+    deadline = time.monotonic() + 10
+    while batcher.queued != 4:  # until both workers hold a call, and four requests wait
+        assert time.monotonic() < deadline, batcher.queued
+        time.sleep(0.01)
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    gate.set()
+    closing.join(10)
+    assert [f.result(0)["y"][0, 0] for f in futures] == [0, 2, 4, 6, 8, 10]
+    assert sorted(i.thread for i in instances) == ["model_agnostic-batcher-rec-0",
+                                                   "model_agnostic-batcher-rec-1"]
+    for instance in instances:
+        assert instance.events[0] == "start" and instance.events[-1] == "close"
+        assert instance.events.count("infer") >= 1
+    assert sum(i.events.count("infer") for i in instances) == 6

@@ -21,7 +21,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("protocol", "artifact", "transforms", "checkpoints", "heatmaps"),
     ("backends",),
     ("config",),
-    ("export", "serving", "inspection", "evaluate"),
+    ("export", "serving", "inspection", "evaluate", "perf"),
     ("cli", "__main__", "adapters"),
 )
 #: Upward imports made inside a function, on purpose (each says why).

@@ -90,3 +90,18 @@ def test_every_error_also_derives_from_a_builtin() -> None:
              if name != "ModelAgnosticError"
              and not any(issubclass(getattr(errors, name), b) for b in builtin_errors)]
     assert plain == []
+
+
+def test_every_subpackage_is_listed_in_setup_cfg() -> None:
+    """setup.cfg lists packages explicitly: one left out is missing from the wheel (the
+    Dockerfile installs the wheel), though an editable install hides it."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "model_agnostic").rglob("__init__.py")
+    }
+    assert found - listed == set()

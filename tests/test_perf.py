@@ -21,7 +21,12 @@ import pytest
 from PIL import Image
 
 from model_agnostic.cli.perf import add_parser
-from model_agnostic.errors import ConfigError, ModelLoadError, RemoteConnectionError, TensorSpecError
+from model_agnostic.errors import (
+    ConfigError,
+    ModelLoadError,
+    RemoteConnectionError,
+    TensorSpecError,
+)
 from model_agnostic.perf import (
     LevelStats,
     Plan,
@@ -199,6 +204,11 @@ def test_statistics_on_a_stub_with_known_latencies() -> None:
     assert doc["latency_s"]["mean"] == pytest.approx(0.0505) and len(doc["latencies_s"]) == 100
 
 
+def test_a_level_without_a_count_or_duration_runs_100_requests() -> None:
+    clock = FakeClock()
+    assert run_level(lambda index: Stub(clock, [0.01]), 3, clock=clock).ok == 100
+
+
 def test_a_duration_runs_until_it_has_passed() -> None:
     clock = FakeClock()
     stub = Stub(clock, [0.25])
@@ -283,7 +293,7 @@ def test_a_server_that_never_answers_is_counted_as_timeouts() -> None:
     with socket.socket() as silent:  # accepts connections (the backlog), answers nothing
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
         target = Target("http://" + address, "tiny", timeout_s=0.3)
         level = run_level(tensor_client(target, {"image": IMAGE}), 2, requests=2, warmup=0)
         assert level.errors == {"timeout": 2}
@@ -449,10 +459,15 @@ def closed_loop(url: str, body: bytes, headers: dict[str, str], requests: int,
 @pytest.mark.parametrize("encoding", ["binary", "json"])
 def test_against_kserve_throughput_agrees_with_a_direct_closed_loop(
         kserve_server: PeerServer, encoding: str) -> None:
-    """perf and a bare closed loop measure the same thing, alternating, at concurrency 1
-    and 4. Within a factor of 2: on this shared 2-core machine one and the same bare
-    measurement moves by up to about 1.5x from run to run, and perf does a little more per
-    request than the bare loop (it decodes every answer)."""
+    """perf and a bare closed loop load digits alternately, three times each, at
+    concurrency 1 and 4; their summed throughputs must agree within a factor of 2.
+
+    Why 2: perf does a little more per request than the bare loop (its pooled transport,
+    and it decodes every answer), a tenth of a millisecond or two on KServe's 2-4 ms round
+    trip for digits, so it should read 5-20% lower; and on the shared 2-core development
+    machine two back-to-back runs of the bare loop alone differed by up to 1.8x. Measured
+    ratios over four runs of this test: 0.80 to 0.99. A tool that miscounts requests or
+    time is off by far more than 2."""
     from model_agnostic.protocol import encode_infer_request
 
     pixels = np.random.default_rng(1).random((1, 1, 8, 8), dtype=np.float32)
@@ -464,11 +479,10 @@ def test_against_kserve_throughput_agrees_with_a_direct_closed_loop(
                       data={None: npy}, outputs=["logits"])
     for concurrency in (1, 4):
         ours, bare = [], []
-        for _ in range(2):  # alternating, so noise hits both
-            bare.append(closed_loop(kserve_server.url, body, headers, 80, concurrency))
-            level = run(chosen, Plan((concurrency,), requests=80)).levels[0]
-            assert level.failed == 0 and level.ok == 80
+        for _ in range(3):  # alternating, so noise hits both
+            bare.append(closed_loop(kserve_server.url, body, headers, 240, concurrency))
+            level = run(chosen, Plan((concurrency,), requests=240)).levels[0]
+            assert level.failed == 0 and level.ok == 240
             ours.append(level.throughput)
         ratio = sum(ours) / sum(bare)
-        print("RATIO", encoding, concurrency, ours, bare, ratio)
         assert 0.5 < ratio < 2.0, (concurrency, ours, bare)

@@ -1,9 +1,11 @@
-"""The ``model-agnostic`` command line: export, verify, predict, inspect, serve, evaluate.
+"""The ``model-agnostic`` command line: export, verify, predict, inspect, serve, evaluate,
+optimize, perf.
 
 Exit codes (for CI pipelines): 0 success; 1 an error (the message on stderr says
 what was wrong); 2 bad command-line usage; 3 parity failed (verify, or export
-refusing to ship); 4 parity unverified: a stage could not be checked and nobody
-waived it (``--allow-unverified STAGE``), so export wrote nothing.
+refusing to ship; optimize: a variant over its budget); 4 parity unverified: a stage
+could not be checked and nobody waived it (``--allow-unverified STAGE``), so export wrote
+nothing; 5 (optimize) a variant not faster here, not shipped without ``--allow-slower``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ..backends import BACKENDS
 from ..errors import ConfigError, ModelAgnosticError
 from .arguments import add_export, add_predict, add_serve, add_verify
 from .evaluate import add_parser as add_evaluate
+from .optimize import add_parser as add_optimize
+from .perf import add_parser as add_perf
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARITY", "EXIT_UNVERIFIED"]
 
@@ -258,6 +262,8 @@ def _parser() -> argparse.ArgumentParser:
     add_predict(commands, _predict)
     add_serve(commands, _serve)
     add_evaluate(commands, sorted(BACKENDS))
+    add_optimize(commands, sorted(BACKENDS))
+    add_perf(commands, sorted(BACKENDS))
     inspect = commands.add_parser(
         "inspect",
         help="describe an artifact or .onnx file",

@@ -30,7 +30,7 @@ def add_parser(commands: Any, backends: list[str]) -> None:
     command.add_argument(
         "--url", help="http://host:port, or host:port for gRPC (default: 127.0.0.1:8000/8001)"
     )
-    command.add_argument("--version", dest="model_version", help="a model version to pin")
+    command.add_argument("--model-version", help="a model version to pin")
     command.add_argument("--transport", choices=("http", "grpc"), default="http")
     command.add_argument(
         "--encoding", choices=("binary", "json"), default="binary", help="HTTP tensors"

@@ -87,7 +87,8 @@ def run_level(
     clock: Clock = time.perf_counter,
 ) -> LevelStats:
     """One level: ``make_client(i)`` for each of ``concurrency`` threads, then the load."""
-    Plan((concurrency,), requests, duration_s, warmup)  # checks the arguments
+    checked = Plan((concurrency,), requests, duration_s, warmup)
+    requests, duration_s = checked.requests, checked.duration_s  # neither: 100 requests
     clients: list[Client] = []
     try:
         for index in range(concurrency):

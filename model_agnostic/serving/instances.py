@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._deps import require
@@ -50,6 +51,11 @@ OBJECTIVES = ("latency", "throughput")
 THROUGHPUT_THREADS = 1
 #: More instances than this is surely a typo (each loads the whole model).
 MAX_INSTANCES = 256
+MAX_THREADS = 1024
+_QUOTA_FILES = (
+    ("/sys/fs/cgroup/cpu.max", None),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
 _SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 _COPIED = (
     "graph_optimization_level",
@@ -88,10 +94,27 @@ class InstancePlan:
 
 
 def available_cpus() -> list[int]:
-    """The CPUs this process may run on (its affinity on Linux, else all of them)."""
+    """The CPUs this process may run on: its affinity on Linux (else all of them), the
+    first ones only when a CPU quota (a container's CPU limit) allows fewer."""
     if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
+        cpus = sorted(os.sched_getaffinity(0))
+    else:
+        cpus = list(range(os.cpu_count() or 1))
+    quota = _cpu_quota()
+    return cpus[: max(1, int(quota))] if quota is not None else cpus
+
+
+def _cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup allows (cgroup v2 ``cpu.max``, v1 CFS quota), if any."""
+    for quota_file, period_file in _QUOTA_FILES:
+        try:
+            text = Path(quota_file).read_text().split()
+            period = text[1] if period_file is None else Path(period_file).read_text().strip()
+            if text[0] not in ("max", "-1"):
+                return int(text[0]) / int(period)
+        except (OSError, IndexError, ValueError, ZeroDivisionError):
+            continue
+    return None
 
 
 def plan_instances(
@@ -107,7 +130,7 @@ def plan_instances(
     where = f"model {name!r}: [serving]"
     cpus = available_cpus() if cpus is None else cpus
     instances = _count(options, "instances", where, MAX_INSTANCES)
-    threads = _count(options, "threads_per_instance", where, max(len(cpus), 1) * 64)
+    threads = _count(options, "threads_per_instance", where, MAX_THREADS)
     objective, pin = options.get("objective"), options.get("pin_cpus", False)
     if objective is not None and objective not in OBJECTIVES:
         raise ConfigError(f"{where} objective must be one of {list(OBJECTIVES)}, got {objective!r}")

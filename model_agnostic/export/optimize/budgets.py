@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ...errors import ConfigError
 from ...model import Model
 from ..report import FAIL, PASS, UNVERIFIED, Comparison, StageReport
 from .settings import Budgets
@@ -130,6 +131,10 @@ def auroc_change(reference: Model, candidate: Model, budgets: Budgets) -> dict[s
     from ...evaluate import compare, evaluate, read_labels
 
     classes = [str(label) for label in getattr(reference, "labels", None) or []]
+    if not classes:
+        raise ConfigError(
+            f"the AUROC budget needs class names: {type(reference).__name__} has no labels"
+        )
     table = read_labels(budgets.labels, classes)
     first = evaluate(reference, budgets.images, table, classes, bootstrap=0)
     second = evaluate(candidate, budgets.images, table, classes, bootstrap=0)

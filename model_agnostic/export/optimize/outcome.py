@@ -7,6 +7,7 @@ was shipped or skipped with its reason; 1 when building a variant failed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ class VariantResult:
             "verdict": self.report.verdict if self.report else None,
             "budgets": [check.to_dict() for check in self.budgets],
             "elementwise": {
-                s.stage: {"max_abs": s.max_abs, "max_rel": s.max_rel} for s in self.elementwise
+                s.stage: {"max_abs": _finite(s.max_abs), "max_rel": _finite(s.max_rel)}
+                for s in self.elementwise
             },
             "layers": [layer.to_dict() for layer in self.layers],
             "speed": speed or None,
@@ -108,29 +110,35 @@ class VariantResult:
                 "  layers that diverge most (relative error each adds, FP32 vs variant on "
                 f"{self.record.get('layer_rows', '?')} rows):"
             )
-            lines += [f"    {layer.line()}" for layer in self.layers[:layers]]
-            names = [n for layer in self.layers[:1] for n in layer.nodes]
+            adding = [layer for layer in self.layers if layer.added > 0] or self.layers[:1]
+            lines += [f"    {layer.line()}" for layer in adding[:layers]]
             lines.append(
-                f"  to keep them in float: --exclude-nodes {','.join(names)} (exclude_nodes), "
-                "or --retry-excluding N to retry without the N worst"
+                f"  to keep the worst in float: --exclude-nodes {','.join(adding[0].nodes)} "
+                "(exclude_nodes), or --retry-excluding N: up to N retries, each keeping the "
+                "layer that adds most in float"
             )
-        for attempt in self.attempts[:-1]:
+        for attempt in self.attempts if len(self.attempts) > 1 else []:
             lines.append(
-                f"  attempt {attempt['attempt']}: {attempt['verdict']} with "
-                f"{len(attempt['exclude_nodes'])} node(s) excluded"
+                f"  attempt {attempt['attempt']}: {attempt['verdict']}, kept in float: "
+                f"{attempt['exclude_nodes'] or 'nothing'}"
             )
         return "\n".join(lines)
 
 
 def speed_line(speed: dict[str, Any]) -> str:
     """``1.34x faster here (FP32 2.1 ms, variant 1.6 ms; 1 row, 2 threads, 40 rounds)``."""
-    ratio = speed["speedup"]
-    verdict = f"{ratio:.2f}x faster here" if ratio >= 1 else f"not faster here: {ratio:.2f}x"
+    ratio, needed = speed["speedup"], speed.get("min_speedup", 1.0)
+    verdict = f"{ratio:.2f}x faster here" if ratio >= needed else f"not faster here: {ratio:.2f}x"
     return (
         f"{verdict} (median FP32 {speed['fp32_s'] * 1e3:.3g} ms, variant "
         f"{speed['variant_s'] * 1e3:.3g} ms; {speed['rows']} row(s), "
-        f"{speed.get('threads', '?')} threads, {speed['rounds']} interleaved rounds)"
+        f"{speed.get('threads', '?')} threads each, {speed['rounds']} interleaved rounds)"
     )
+
+
+def _finite(value: float) -> float | str:
+    """JSON has no infinity: ``"inf"`` (and ``"nan"``) as strings, as parity.json writes them."""
+    return value if math.isfinite(value) else str(value)
 
 
 def exit_code(results: list[VariantResult]) -> int:

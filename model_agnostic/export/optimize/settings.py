@@ -90,15 +90,15 @@ def read_settings(section: Mapping[str, Any], overrides: Mapping[str, Any]) -> O
         if merged.get(name) is not None and merged[name] < (1 if name == "calibration_size" else 0):
             raise ConfigError(f"[optimize] {name} must be positive, got {merged[name]}")
     if merged.get("max_auroc_drop") is not None and merged["max_auroc_drop"] < 0:
-        raise ConfigError(f"[optimize] max_auroc_drop must be 0 or more, got {merged['max_auroc_drop']}")
+        raise ConfigError(
+            f"[optimize] max_auroc_drop must be 0 or more, got {merged['max_auroc_drop']}"
+        )
     if merged.get("min_speedup") is not None and merged["min_speedup"] <= 0:
         raise ConfigError(f"[optimize] min_speedup must be above 0, got {merged['min_speedup']}")
     if bool(merged.get("labels")) != bool(merged.get("images")):
         raise ConfigError("[optimize] labels and images go together: the CSV and its image folder")
-    budgets = Budgets(
-        **{k: merged[k] for k in Budgets.__dataclass_fields__ if k in merged}  # type: ignore[arg-type]
-    )
-    plain = {
+    budgets = Budgets(**{k: merged[k] for k in Budgets.__dataclass_fields__ if k in merged})
+    plain: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v
         for k, v in merged.items()
         if k in OptimizeSettings.__dataclass_fields__ and k != "variants"

@@ -43,7 +43,7 @@ ISA_FLAGS = (
 def cpu_info(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> dict[str, Any]:
     """This CPU's model name, core count and instruction-set flags (all of them, and
     those of :data:`ISA_FLAGS` present); ``flags`` is empty where /proc/cpuinfo is not."""
-    model, flags = "unknown", []
+    model, flags = "unknown", list[str]()
     try:
         for line in Path(cpuinfo).read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
@@ -88,12 +88,14 @@ def measure_speedup(
     samples: dict[str, list[float]] = {"fp32": [], "variant": []}
     start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (
-        rounds < max_rounds and time.perf_counter() - start < seconds
-    ):
-        for name, model in (("fp32", fp32), ("variant", variant)) if rounds % 2 == 0 else (
-            ("variant", variant),
-            ("fp32", fp32),
+    while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - start < seconds):
+        for name, model in (
+            (("fp32", fp32), ("variant", variant))
+            if rounds % 2 == 0
+            else (
+                ("variant", variant),
+                ("fp32", fp32),
+            )
         ):
             began = time.perf_counter()
             model.infer(batch)

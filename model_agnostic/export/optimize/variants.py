@@ -26,6 +26,11 @@ GPU_PROVIDERS = (
 )
 
 
+#: The graph variant is saved at this level: above it, ONNX Runtime writes layouts that
+#: only this machine's instruction set runs (its NCHWc transformer).
+_SAVED_LEVEL = "extended"
+
+
 def fp16_skip_reason(providers: Sequence[str]) -> str | None:
     """Why a float16 variant is not built for ``providers`` (None: it is)."""
     if providers and providers[0] in GPU_PROVIDERS:
@@ -72,15 +77,15 @@ def build_variant(
     try:
         if variant == "graph":
             return _graph(source, target, session)
-        if variant == "fp16":
-            return _fp16(source, target)
         excluded = _excluded(source, exclude_op_types, exclude_nodes)
         settings: dict[str, Any] = {
-            "per_channel": per_channel,
             "exclude_op_types": list(exclude_op_types),
             "exclude_nodes": list(exclude_nodes),
             "nodes_excluded": len(excluded),
         }
+        if variant == "fp16":
+            return {**settings, **_fp16(source, target, excluded)}
+        settings["per_channel"] = per_channel
         with _quiet_quantizer():
             if variant == "int8-dynamic":
                 return {**settings, **_dynamic(source, target, per_channel, excluded)}
@@ -89,7 +94,9 @@ def build_variant(
     except ExportError:
         raise
     except Exception as exc:  # the quantizer's and ONNX Runtime's own errors
-        raise ExportError(f"building variant {variant} failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            f"building variant {variant} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     raise ExportError(f"unknown variant {variant!r}")
 
 
@@ -98,20 +105,19 @@ def _graph(source: Path, target: Path, session: dict[str, Any]) -> dict[str, Any
 
     from ...backends.onnx_runtime import OPTIMIZATION_LEVELS
 
-    level = session.get("graph_optimization_level", "all")
-    if level == "disable":
-        level = "all"  # saving an unoptimised graph would be a copy
     options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level])
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[_SAVED_LEVEL]
+    )
     options.optimized_model_filepath = str(target)
     providers = list(session.get("providers", ["CPUExecutionProvider"]))
     ort.InferenceSession(str(source), options, providers=providers)
     return {
-        "level": level,
+        "level": _SAVED_LEVEL,
         "providers": providers,
-        "note": "saved by SessionOptions.optimized_model_filepath; loaded with "
-        "graph_optimization_level = \"disable\" (already optimised). Levels above "
-        "'basic' may hold layouts for this CPU's instruction set (see cpu)",
+        "note": "saved by SessionOptions.optimized_model_filepath at 'extended', the highest "
+        "level whose file is portable ('all' adds layouts for this CPU's instruction set); "
+        "the artifact's own graph_optimization_level applies the rest at load",
     }
 
 
@@ -146,7 +152,7 @@ def _static(
     if not calibration:
         raise ExportError("int8-static needs calibration inputs ([optimize] calibration)")
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter(calibration)
 
@@ -175,11 +181,13 @@ def _static(
     }
 
 
-def _fp16(source: Path, target: Path) -> dict[str, Any]:
+def _fp16(source: Path, target: Path, excluded: list[str]) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    model = convert_float_to_float16(
+        onnx.load(str(source)), keep_io_types=True, node_block_list=excluded
+    )
     onnx.save(model, str(target))
     return {"inputs_outputs": "float32 (kept)", "weights": "float16"}
 
