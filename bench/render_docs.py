@@ -660,7 +660,10 @@ def cold_start() -> str:
         f"{d['repeats']} interleaved runs each.")), "",
         "| path | median (s) | runs (s) |", "|---|---|---|"]
     for path in d["paths"].values():
-        lines.append(f"| {path['label']}, `{path['source']}` | {path['median_s']:.2f} | "
+        # Artifacts are written by `make demo`, not committed: quote only committed paths.
+        source = path["source"]
+        source = f"{source} (from `make demo`)" if "/artifacts/" in f"{source}/" else f"`{source}`"
+        lines.append(f"| {path['label']}, {source} | {path['median_s']:.2f} | "
                      f"{', '.join(f'{s:.2f}' for s in path['samples_s'])} |")
     target = d["target"]["onnxruntime_over_pytorch"]
     lines += ["", f"Ratio ONNX Runtime / PyTorch: **{d['onnxruntime_over_pytorch']:.2f}** "

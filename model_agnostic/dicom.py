@@ -29,14 +29,19 @@ from .errors import ImageDecodeError
 
 __all__ = ["is_dicom", "read_dicom"]
 
-#: Decoders pydicom needs for compressed transfer syntaxes, by UID prefix: what to install.
+#: Decoders pydicom needs for compressed transfer syntaxes, by UID: what to install.
 _DECODER_HINT = {
-    "1.2.840.10008.1.2.4.5": "Pillow (installed) handles JPEG Baseline/Extended",
+    "1.2.840.10008.1.2.4.50": "Pillow with JPEG support (JPEG Baseline)",
+    "1.2.840.10008.1.2.4.51": "Pillow with JPEG support (JPEG Extended)",
     "1.2.840.10008.1.2.4.57": "pylibjpeg and pylibjpeg-libjpeg (JPEG Lossless)",
     "1.2.840.10008.1.2.4.70": "pylibjpeg and pylibjpeg-libjpeg (JPEG Lossless SV1)",
-    "1.2.840.10008.1.2.4.8": "pyjpegls (JPEG-LS)",
-    "1.2.840.10008.1.2.4.9": "pylibjpeg and pylibjpeg-openjpeg (JPEG 2000)",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg (HTJ2K)",
+    "1.2.840.10008.1.2.4.80": "pyjpegls (JPEG-LS Lossless)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls (JPEG-LS Near-Lossless)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg and pylibjpeg-openjpeg (JPEG 2000 Lossless)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg and pylibjpeg-openjpeg (JPEG 2000)",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg and pylibjpeg-openjpeg (HTJ2K Lossless)",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg and pylibjpeg-openjpeg (HTJ2K Lossless RPCL)",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg and pylibjpeg-openjpeg (HTJ2K)",
 }
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
@@ -57,6 +62,19 @@ def read_dicom(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
         ) from None
     if "PixelData" not in dataset:
         raise ImageDecodeError(f"{name} is a DICOM file without pixel data (no image)")
+    try:
+        return _image(dataset, name, max_pixels)
+    except ImageDecodeError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        # a malformed tag (a window centre that is not a number, an empty LUT sequence):
+        # name the kind of problem, never the value (it could be anything the file holds)
+        raise ImageDecodeError(
+            f"{name} has a malformed DICOM attribute needed to display it ({type(exc).__name__})"
+        ) from None
+
+
+def _image(dataset: Any, name: str, max_pixels: int) -> Image.Image:
     _check_layout(dataset, name, max_pixels)
     syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "") or "")
     try:
@@ -65,7 +83,12 @@ def read_dicom(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(_decode_failure(name, syntax, exc)) from None
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "RGB":
-        return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
+        if pixels.dtype != np.uint8:
+            raise ImageDecodeError(
+                f"{name} is RGB with {pixels.dtype.itemsize * 8}-bit samples; expected 8-bit "
+                "RGB (convert it first)"
+            )
+        return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     return Image.fromarray(_to_8bit(dataset, pixels, photometric), "L")
 
 
@@ -98,7 +121,7 @@ def _decode_failure(name: str, syntax: str, exc: Exception) -> str:
         or "unable to decode" in text.lower()
         or "missing required dependencies" in text.lower()
     )
-    hint = next((h for prefix, h in _DECODER_HINT.items() if syntax.startswith(prefix)), "")
+    hint = _DECODER_HINT.get(syntax, "")
     if missing and hint:
         return (
             f"{name} uses transfer syntax {syntax}, whose decoder is not installed; install {hint}"

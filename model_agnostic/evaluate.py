@@ -103,6 +103,12 @@ def evaluate(
 ) -> Evaluation:
     """Run ``model`` on every labelled image in ``folder``; AUROC per class with a
     percentile bootstrap 95% CI (``bootstrap`` resamples of the images)."""
+    if type(batch) is not int or batch < 1:
+        raise ConfigError(f"batch must be a whole number of images >= 1, got {batch!r}")
+    if type(bootstrap) is not int or bootstrap < 0:
+        raise ConfigError(
+            f"bootstrap must be a whole number >= 0 (0: no intervals), got {bootstrap!r}"
+        )
     folder = Path(folder)
     names = sorted(name for name in labels if (folder / name).is_file())
     if not names:

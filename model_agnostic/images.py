@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .dicom import is_dicom, read_dicom
-from .errors import ImageDecodeError
+from .errors import ConfigError, ImageDecodeError
 
 __all__ = ["BIT_DEPTH_POLICIES", "DEFAULT_MAX_PIXELS", "EXIF_POLICIES", "load_image"]
 
@@ -59,9 +59,9 @@ def load_image(
         exif: ``"ignore"`` the EXIF orientation, or ``"apply"`` it (:data:`EXIF_POLICIES`).
     """
     if bit_depth not in BIT_DEPTH_POLICIES:
-        raise ValueError(f"bit_depth must be one of {BIT_DEPTH_POLICIES}, got {bit_depth!r}")
+        raise ConfigError(f"bit_depth must be one of {BIT_DEPTH_POLICIES}, got {bit_depth!r}")
     if exif not in EXIF_POLICIES:
-        raise ValueError(f"exif must be one of {EXIF_POLICIES}, got {exif!r}")
+        raise ConfigError(f"exif must be one of {EXIF_POLICIES}, got {exif!r}")
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
@@ -94,7 +94,16 @@ def _open(source: Any) -> tuple[str, IO[bytes]]:
             raise ImageDecodeError(f"image file {str(path)!r} is empty (0 bytes)")
         return repr(str(path)), io.BytesIO(data)
     if hasattr(source, "read"):
-        return "image stream", source
+        seekable = getattr(source, "seekable", None)
+        if callable(seekable) and seekable():
+            return "image stream", source
+        data = source.read()  # a socket or pipe: read it whole, then decode from memory
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise ImageDecodeError(
+                f"the image stream gave {'no bytes' if not data else type(data).__name__}; "
+                "expected a binary stream holding an encoded image"
+            )
+        return "image stream", io.BytesIO(data)
     raise ImageDecodeError(
         f"cannot read an image from {type(source).__name__}; expected a path, bytes, "
         "a binary file object, a PIL image or a numpy array"
@@ -117,6 +126,10 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
                     f"limit of {max_pixels:,}; send a smaller image"
                 )
             image.load()
+            if image.format == "PNG" and "sbit" not in image.info:
+                sbit = _png_sbit(stream)
+                if sbit:
+                    image.info["sbit"] = sbit
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -137,6 +150,25 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
     return image
 
 
+def _png_sbit(stream: IO[bytes]) -> bytes | None:
+    """The PNG's sBIT chunk (significant bits per channel), which Pillow does not read.
+
+    Only the chunk headers before the image data are visited (sBIT must precede it)."""
+    stream.seek(8)  # past the signature
+    for _ in range(64):
+        header = stream.read(8)
+        if len(header) < 8:
+            return None
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        if kind == b"sBIT":
+            data = stream.read(length)
+            return data if len(data) == length and length <= 4 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        stream.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+    return None
+
+
 def _to_8bit(image: Image.Image, policy: str) -> Image.Image:
     """A high-bit-depth grayscale image as ``L``, scaled by its bit depth (never clipped)."""
     values = np.asarray(image, dtype=np.float64)
@@ -151,7 +183,7 @@ def _to_8bit(image: Image.Image, policy: str) -> Image.Image:
 def _bits(image: Image.Image, policy: str) -> int:
     """The bit depth to scale by: the container's, or the file's significant bits."""
     if policy == "significant":
-        sbit = image.info.get("sbit")  # PNG sBIT, as Pillow reports it
+        sbit = image.info.get("sbit")  # PNG sBIT, read by _decode (Pillow skips it)
         if isinstance(sbit, (bytes, tuple)) and len(sbit) >= 1:
             return int(sbit[0])
         tiff_bits = getattr(image, "tag_v2", {}).get(258)  # TIFF BitsPerSample

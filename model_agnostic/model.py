@@ -15,7 +15,9 @@ Array conventions
   usually 1 (``array[None]``), 10 for TenCrop.
 * ``infer(inputs)`` runs the network on a batch and returns ``{output_name: array}``.
 * ``process_result(outputs)`` receives ``{output_name: array}`` restricted to the
-  rows of one raw input, and returns whatever the user wants to hand back.
+  rows of one raw input (and, for a model with :attr:`Model.cam`, to
+  :meth:`Model.result_outputs`: never the feature map), and returns whatever the user
+  wants to hand back.
 
 Heatmaps
 --------
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import rows
-from .errors import ConfigError, InputError, TensorSpecError
+from .errors import ConfigError, InputError, ModelAgnosticError, TensorSpecError
 from .tensors import TensorSpec, check_arrays
 
 if TYPE_CHECKING:
@@ -138,11 +140,30 @@ class Model(ABC):
         """The classifier weights (``classes x channels``) of :attr:`cam`; from the backend."""
         raise ConfigError(f"the {self.backend_name or 'chosen'} backend cannot compute heatmaps")
 
+    def can_explain(self) -> bool:
+        """Whether heatmaps can be computed here: the model declares :attr:`cam` and its
+        backend has the classifier weights (a remote backend, or an artifact exported
+        without them, has not)."""
+        if self.cam is None:
+            return False
+        try:
+            self.cam_weights()
+        except ModelAgnosticError:
+            return False
+        return True
+
     def result_outputs(self) -> list[str] | None:
         """The outputs ``process_result`` needs: all but the CAM feature map (None: all)."""
         if self.cam is None:
             return None
         return [name for name in self.output_names if name != self.cam.features]
+
+    def outputs_for_result(self, outputs: Arrays) -> Arrays:
+        """``outputs`` cut to :meth:`result_outputs`: what ``process_result`` is given."""
+        wanted = self.result_outputs()
+        if wanted is None:
+            return outputs
+        return {name: outputs[name] for name in wanted}
 
     # --------------------------------------------------------------- pipeline
     def predict(self, raw: Any, explain: bool | int | Sequence[str] = False) -> Any:
@@ -176,7 +197,7 @@ class Model(ABC):
         else:  # the built-in backends take outputs=; see infer
             outputs = self.infer(merged, outputs=wanted)  # type: ignore[call-arg]
         parts = rows.split(outputs, counts)
-        results = [self.process_result(part) for part in parts]
+        results = [self.process_result(self.outputs_for_result(part)) for part in parts]
         if explain is False:
             return results
         from .heatmaps import explain_results

@@ -119,8 +119,25 @@ def unreadable_cases() -> list[tuple[str, bytes, str]]:
          dicom(x, syntax="1.2.840.10008.1.2.4.70", encapsulated=[b"\xff\xd8\xff\xc3" + b"\0" * 64]),
          "install pylibjpeg and pylibjpeg-libjpeg"),
         ("no pixel data", _without_pixels(dicom(x)), "without pixel data"),
+        ("a window centre that is not a number", _malformed_window(dicom(x, window=(40.0, 400.0))),
+         "malformed DICOM attribute"),
+        ("16-bit RGB", dicom((np.stack([x, x, x], axis=-1).astype(np.uint16) * 257),
+                             photometric="RGB", samples=3, bits_stored=16),
+         "RGB with 16-bit samples"),
+        ("JPEG Lossless (process 14) without its decoder",
+         dicom(x, syntax="1.2.840.10008.1.2.4.57", encapsulated=[b"\xff\xd8\xff\xc3" + b"\0" * 64]),
+         "install pylibjpeg and pylibjpeg-libjpeg (JPEG Lossless)"),
         ("not DICOM after the preamble", b"\0" * 128 + b"DICM" + b"\x07" * 40, "DICOM"),
     ]
+
+
+def _malformed_window(data: bytes) -> bytes:
+    """``data`` with its Window Center's text replaced by letters (pydicom will not write
+    such a file, but files like it exist)."""
+    tag = b"\x28\x00\x50\x10DS"  # (0028,1050) in explicit VR little endian
+    start = data.index(tag) + 8
+    length = int.from_bytes(data[start - 2:start], "little")
+    return data[:start] + b"ab".ljust(length, b" ") + data[start + length:]
 
 
 def _without_pixels(data: bytes) -> bytes:

@@ -178,3 +178,24 @@ def test_bad_images_raise_a_clear_error_naming_the_file(onnx_model: Any, tmp_pat
     with pytest.raises(ImageDecodeError, match=message) as info:
         onnx_model.predict_batch([XRAY, raw])
     assert raw.name in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"bit_depth_policy": "stretch"}, "bit_depth_policy must be one of"),
+    ({"exif_orientation": "rotate"}, "exif_orientation must be one of"),
+    ({"tencrop": "yes"}, "tencrop must be true or false"),
+])
+def test_bad_options_are_refused_when_the_model_is_made(options: dict[str, Any],
+                                                         message: str) -> None:
+    import importlib.util
+
+    from model_agnostic import ConfigError
+
+    spec = importlib.util.spec_from_file_location("chexnet_model", ROOT / "examples" / "chexnet" / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bare = type("Bare", (module.CheXNet,), {"infer": lambda self, inputs: {}})  # no backend
+    with pytest.raises(ConfigError, match=message):
+        bare(**options)
+    assert bare(bit_depth_policy="minmax").bit_depth_policy == "minmax"

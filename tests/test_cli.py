@@ -114,3 +114,17 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("model-agnostic")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "predict" in done.stdout and "export" in done.stdout
+
+
+def test_explain_refuses_two_images_whose_heatmaps_would_share_a_name(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (20, 10)).save(tmp_path / folder / "x.png")
+    code = main(["predict", "--backend", "pytorch", "--config", str(config), "--explain", "1",
+                 "--heatmaps", str(tmp_path / "maps"), str(tmp_path / "a" / "x.png"),
+                 str(tmp_path / "b" / "x.png")])
+    assert code == EXIT_ERROR
+    assert "have the same name: their heatmaps would overwrite" in capsys.readouterr().err
+    assert not (tmp_path / "maps").exists()

@@ -1,8 +1,8 @@
 """``model-agnostic serve --engine ray``: a local Ray instance started by the command, the
 config's [ray] section applied, the same endpoints, and a clean stop on SIGTERM.
 
-In its own file so it runs after test_ray_serve.py's module-wide Ray instance is shut down
-(one local Ray instance at a time on this machine)."""
+In its own file, so no Ray instance of test_ray_serve.py's is running beside these (its
+module-wide one starts with address="local", so a cluster left here cannot capture it)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ pairwise count, labels files, result shapes, bootstrap CIs, comparisons, the CLI
 from __future__ import annotations
 
 import json
+import re
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,15 @@ def test_the_evaluate_command_writes_json_a_roc_png_and_a_comparison(tmp_path: P
         assert roc.format == "PNG" and roc.size[1] == 640
         colours = np.unique(np.asarray(roc.convert("RGB")).reshape(-1, 3), axis=0)
         assert len(colours) > 3  # curves, not a blank page
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"batch": 0}, "batch must be a whole number of images >= 1, got 0"),
+    ({"batch": 2.5}, "batch must be"),
+    ({"bootstrap": -1}, "bootstrap must be a whole number >= 0"),
+])
+def test_bad_batch_or_bootstrap_is_a_config_error(tmp_path: Path, options: dict[str, Any],
+                                                   message: str) -> None:
+    labels, table = labelled_folder(tmp_path, 4)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        evaluate(Scores(table), tmp_path, labels, ["a", "b"], **options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -19,7 +20,9 @@ from PIL import Image
 
 from model_agnostic import transforms as T
 from model_agnostic.errors import ConfigError, InputError
+from model_agnostic.model import Model
 from model_agnostic.heatmaps import (
+    CAM,
     Crop,
     center_crop_boxes,
     class_maps,
@@ -261,3 +264,76 @@ def test_explain_endpoint_returns_maps_and_overlays(chexnet_onnx_config: Path) -
         ) as remote:  # the weights stay on the server: the error says where to ask
             with pytest.raises(ConfigError, match="/v2/models/chexnet/explain"):
                 remote.predict(XRAY, explain=True)
+
+
+class _NumpyCam(Model):
+    """A pure-numpy CAM model: scores = mean of the features per channel, weights = I."""
+
+    input_names = ("image",)
+    output_names = ("scores", "features")
+    cam = CAM(features="features", weights="w", scores="scores")
+    seen: list[set[str]]
+
+    def __init__(self, weights: bool = True) -> None:
+        super().__init__()
+        self.has_weights = weights
+        self.seen = []
+
+    def preprocessing(self, raw: Any) -> np.ndarray:
+        return np.asarray(raw, dtype=np.float32)[None]
+
+    def infer(self, inputs: dict[str, np.ndarray], outputs: Any = None) -> dict[str, np.ndarray]:
+        features = inputs["image"]
+        every = {"scores": features.mean(axis=(2, 3)), "features": features}
+        return every if outputs is None else {name: every[name] for name in outputs}
+
+    def explain_image(self, raw: Any) -> Image.Image:
+        return Image.new("RGB", (4, 4))
+
+    def cam_weights(self) -> np.ndarray:
+        if not self.has_weights:
+            raise ConfigError("no weights on this backend")
+        return np.eye(2, dtype=np.float32)
+
+    def process_result(self, outputs: dict[str, np.ndarray]) -> Any:
+        self.seen.append(set(outputs))
+        return outputs["scores"][0].tolist()
+
+
+def test_process_result_never_sees_the_feature_map() -> None:
+    model = _NumpyCam()
+    image = np.random.default_rng(0).random((2, 4, 4))
+    model.predict(image)
+    model.predict(image, explain=1)
+    model.predict_batch([image, image], explain=["1"])
+    assert model.seen == [{"scores"}] * 4
+
+
+def test_can_explain_needs_a_cam_and_its_weights() -> None:
+    assert _NumpyCam().can_explain()
+    assert not _NumpyCam(weights=False).can_explain()
+
+
+def test_a_served_model_without_its_weights_refuses_explain_before_any_work(
+    chexnet_onnx_config: Path, tmp_path: Path
+) -> None:
+    from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
+
+    # the same graph, exported before weights were shipped beside it
+    folder = chexnet_onnx_config.parent
+    for name in ("onnxruntime.toml", "chexnet.onnx"):
+        shutil.copy(folder / name, tmp_path / name)
+    assert not (tmp_path / "chexnet.cam_weights.npy").exists()
+    options = ServerOptions(port=0)
+    with BackgroundServer(build_dataplane(tmp_path / "onnxruntime.toml", options=options),
+                          options) as server:
+        with urllib.request.urlopen(server.url + "/v2/models/chexnet", timeout=60) as answer:
+            assert "heatmaps" not in json.loads(answer.read())["parameters"]
+        request = urllib.request.Request(server.url + "/v2/models/chexnet/explain",
+                                         data=b"not even an image", method="POST",
+                                         headers={"Content-Type": "image/png"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=60)
+        with caught.value as error:
+            assert error.code == 501
+            assert "no classifier weights" in json.loads(error.read())["error"]

@@ -374,3 +374,19 @@ def test_closing_drains_every_worker_then_closes_the_instances() -> None:
         assert instance.events[0] == "start" and instance.events[-1] == "close"
         assert instance.events.count("infer") >= 1
     assert sum(i.events.count("infer") for i in instances) == 6
+
+
+def test_fewer_server_threads_than_instances_is_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model_agnostic.serving.server import warn_if_threads_starve_instances
+
+    dataplane = build_dataplane(write_tiny_model(tmp_path, serving="instances = 3"))
+    try:
+        with caplog.at_level("WARNING", logger="model_agnostic.serving.server"):
+            assert warn_if_threads_starve_instances(dataplane, threads=16) == 3
+            assert not caplog.records
+            warn_if_threads_starve_instances(dataplane, threads=2)
+        assert "threads = 2 answers at most 2 requests at once, but 3 model" in caplog.text
+    finally:
+        dataplane.repository.stop()

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_agnostic import ImageDecodeError, load_image
+from model_agnostic import ConfigError, ImageDecodeError, load_image
 from tests.conftest import ROOT, XRAY
 from tests.dicom_fixtures import (
     PATIENT_ID,
@@ -55,11 +56,53 @@ def test_bit_depth_policies() -> None:
     assert np.asarray(load_image(ramp, mode="L", bit_depth="minmax")).tolist()[0][:2] == [0, 0]
     assert np.asarray(load_image(ramp, mode="L", bit_depth="minmax")).max() == 255
     assert np.asarray(load_image(ramp, mode="L")).max() == round(5095 * 255 / 65535)
-    ramp.info["sbit"] = (12,)  # a 12-bit image in a 16-bit container, as PNG sBIT says
-    significant = np.asarray(load_image(ramp, mode="L", bit_depth="significant"))
-    assert significant.max() == 255 and significant.min() == round(1000 * 255 / 4095)
-    with pytest.raises(ValueError, match="bit_depth must be one of"):
+    with pytest.raises(ConfigError, match="bit_depth must be one of"):
         load_image(ramp, mode="L", bit_depth="stretch")
+    with pytest.raises(ConfigError, match="exif must be one of"):
+        load_image(ramp, mode="L", exif="rotate")
+
+
+def _with_sbit(png: bytes, bits: int) -> bytes:
+    """``png`` with an sBIT chunk after IHDR: a 12-bit image in a 16-bit container."""
+    chunk = b"sBIT" + bytes([bits])
+    after_ihdr = 8 + 8 + 13 + 4  # signature, IHDR's length+type, data, CRC
+    return (png[:after_ihdr] + (1).to_bytes(4, "big") + chunk
+            + zlib.crc32(chunk).to_bytes(4, "big") + png[after_ihdr:])
+
+
+def test_significant_bits_come_from_the_pngs_sbit_chunk() -> None:
+    ramp = np.arange(1000, 5096, dtype=np.uint16).reshape(64, 64)
+    png = _with_sbit(_encoded(Image.fromarray(ramp), "PNG"), 12)
+    assert b"sBIT" in png and Image.open(io.BytesIO(png)).mode == "I;16"
+    significant = np.asarray(load_image(png, mode="L", bit_depth="significant"))
+    assert significant.max() == 255 and significant.min() == round(1000 * 255 / 4095)
+    assert np.array_equal(significant, np.clip(np.rint(ramp * (255 / 4095)), 0, 255))
+    # without sBIT, "significant" falls back to the container's 16 bits, like "scale"
+    plain = _encoded(Image.fromarray(ramp), "PNG")
+    assert np.array_equal(load_image(plain, mode="L", bit_depth="significant"),
+                          load_image(plain, mode="L"))
+
+
+def test_a_non_seekable_stream_is_read_whole() -> None:
+    class Pipe(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self.data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return False
+
+        def readinto(self, buffer: Any) -> int:
+            chunk = self.data.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    data = _sixteen_bit("PNG")
+    assert np.array_equal(np.asarray(load_image(Pipe(data), mode="L")), xray8())
+    with pytest.raises(ImageDecodeError, match="gave no bytes"):
+        load_image(Pipe(b""))
 
 
 def test_the_same_xray_as_8_bit_png_16_bit_png_and_16_bit_tiff_gets_the_same_findings(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from model_agnostic.errors import ProtocolError
 from model_agnostic import protocol
+from model_agnostic.protocol import tfserving
 from model_agnostic.protocol import (
     DATATYPES,
     HEADER_LENGTH,
@@ -720,3 +721,12 @@ def test_json_depth_limit_counts_brackets_before_parsing() -> None:
     assert decode_infer_request(body, max_depth=6).inputs["x"].shape == (1, 1, 1)
     with pytest.raises(ProtocolError, match="nested 6 levels deep or more, over the limit of 5"):
         decode_infer_request(body, max_depth=5)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">i8", "<f8", ">f2"])
+def test_json_answers_carry_outputs_of_either_byte_order_and_any_strides(dtype: str) -> None:
+    values = np.arange(12).reshape(3, 4).astype(dtype)
+    for array in (values, values[:, ::2], values.T):
+        text = protocol.json_body.dumps({"data": array, "tfserving": tfserving._jsonable(array)})
+        doc = json.loads(text)
+        assert doc["data"] == doc["tfserving"] == array.tolist()

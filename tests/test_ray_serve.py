@@ -87,8 +87,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                               "pip install 'model-agnostic[ray]'")
     serve = pytest.importorskip("ray.serve", reason="the Ray Serve adapter needs 'ray[serve]'")
     pytest.importorskip("starlette", reason="Ray Serve's HTTP needs starlette (ray[serve])")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    # address="local": a new instance of our own, never a cluster another test (or a
+    # stale /tmp/ray/ray_current_cluster) left behind
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    except BaseException:
+        ray.shutdown()  # reap whatever it started before failing
+        raise
     port = _free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -262,6 +262,8 @@ def test_server_statuses_timeouts_and_busy_servers() -> None:
             time.sleep(2)
         if kind == "busy":  # UNAVAILABLE sent by the server: a status, not a lost connection
             context.abort(grpc.StatusCode.UNAVAILABLE, "the queue is full")
+        if kind == "quota":  # RESOURCE_EXHAUSTED for a quota is "busy", not "too large"
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many requests in flight")
         if kind == "bug":
             raise RuntimeError("boom")
         return answer({"logits": expected_logits(IMAGE)})
@@ -274,6 +276,7 @@ def test_server_statuses_timeouts_and_busy_servers() -> None:
                 model.infer({"image": IMAGE})
             assert time.monotonic() - started < 1.5
         for kind, status, code in (("busy", 503, "UNAVAILABLE: the queue is full"),
+                                   ("quota", 503, "RESOURCE_EXHAUSTED: too many"),
                                    ("bug", 500, "UNKNOWN")):
             with tiny(address, headers={"kind": kind}) as model:
                 with pytest.raises(RemoteStatusError, match=f"answered gRPC {code}") as caught:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_agnostic import errors
+from model_agnostic.serving.dataplane import status_of
 from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
 from tests.serving_fixtures import expected_logits, png_bytes, write_tiny_model
 
@@ -231,7 +233,11 @@ def test_openapi_lists_every_endpoint(server: BackgroundServer) -> None:
     for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/{model_name}",
                  "/v2/models/{model_name}/infer", "/v2/models/{model_name}/ready",
                  "/v2/models/{model_name}/versions/{model_version}/infer",
-                 "/v2/models/{model_name}/predict", "/metrics", "/ui"):
+                 "/v2/models/{model_name}/predict", "/v2/models/{model_name}/explain",
+                 "/v2/models/{model_name}/versions/{model_version}/explain",
+                 "/v1/models/{model_name}", "/v1/models/{model_name}/metadata",
+                 "/v1/models/{model_name}:predict",
+                 "/v1/models/{model_name}/versions/{model_version}:predict", "/metrics", "/ui"):
         assert path in document["paths"], path
 
 
@@ -274,3 +280,25 @@ def test_stop_closes_everything_even_when_the_loops_wake_up_pipe_is_gone(
     host, port = url.removeprefix("http://").split(":")
     with pytest.raises(OSError):
         socket.create_connection((host, int(port)), timeout=2).close()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.ImageDecodeError("not an image"), 400),
+        (errors.TensorSpecError("wrong shape"), 400),
+        (errors.ProtocolError("bad body"), 400),
+        (errors.QueueFullError("busy"), 503),
+        (errors.ModelNotFoundError("no such model"), 404),
+        (errors.InferenceError("the graph failed"), 500),
+        (errors.RemoteTimeoutError("upstream slow"), 504),
+        (errors.RemoteStatusError("upstream said 500", 500), 502),
+        (errors.RemoteConnectionError("upstream down"), 502),
+        (errors.MissingDependencyError("pip install x"), 501),
+    ],
+)
+def test_each_error_kind_answers_with_its_own_http_status(
+    error: errors.ModelAgnosticError, status: int
+) -> None:
+    # the client's fault is 4xx; the model's or an upstream server's is 5xx
+    assert status_of(error) == status

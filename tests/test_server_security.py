@@ -160,3 +160,14 @@ def test_image_pixels_are_checked_from_the_header(limited: str) -> None:
     assert status == 413 and "limit of 10,000" in answer["error"]
     assert call(limited, "POST", "/v2/models/tiny/predict", png_bytes(),
                 {"Content-Type": "image/png"})[0] == 200
+
+
+def test_the_token_file_gives_its_first_non_blank_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODEL_AGNOSTIC_AUTH_TOKEN", raising=False)
+    path = tmp_path / "token"
+    path.write_text("\n  s3cret-token-0123456789  \nrotated-token-9876543210\n", encoding="utf-8")
+    assert ServerOptions(auth_token_file=str(path)).auth_token() == "s3cret-token-0123456789"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is empty"):
+        ServerOptions(auth_token_file=str(path)).auth_token()

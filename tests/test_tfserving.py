@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -148,6 +149,35 @@ def test_b64_values_become_bytes_for_string_inputs() -> None:
     answer = tfserving.encode_predict_response(
         {"text": np.array([b"ok", b"\xff"], dtype=object)}, decoded)
     assert answer == {"predictions": ["ok", {"b64": "/w=="}]}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "message"),
+    [
+        (np.float32, [[1.0, True]], "FP32 data must be numbers"),
+        (np.float32, [[1.0, "2"]], "FP32 data must be numbers"),
+        (np.int64, [[1, 1.5]], "INT64 data must be integers"),
+        (np.uint8, [[1, 300]], "out of range for UINT8"),
+        (np.float32, [[1.0, 2.0], [3.0]], "ragged"),
+        (np.float32, [[1.0, [2.0]]], "mixes arrays and values"),
+        (np.float32, [[0.0] * 3] * 4, "more than the limit 10"),
+    ],
+)
+def test_predict_values_are_checked_not_coerced(dtype: Any, values: Any, message: str) -> None:
+    spec = TensorSpec("x", np.dtype(dtype), (-1, -1))
+    with pytest.raises(ProtocolError, match=re.escape(message)):
+        tfserving.decode_predict_request({"instances": values}, [spec], max_elements=10)
+    with pytest.raises(ProtocolError, match=re.escape(message)):
+        tfserving.decode_predict_request({"inputs": values}, [spec], max_elements=10)
+
+
+def test_predict_values_keep_their_exact_type() -> None:
+    ints = tfserving.decode_predict_request(
+        {"instances": [[2**40, -3]]}, [TensorSpec("x", np.dtype(np.int64), (-1, 2))])
+    assert ints.inputs["x"].dtype == np.int64 and ints.inputs["x"].tolist() == [[2**40, -3]]
+    floats = tfserving.decode_predict_request(
+        {"inputs": [[1, None]]}, [TensorSpec("x", np.dtype(np.float32), (-1, 2))])
+    assert floats.inputs["x"][0, 0] == 1.0 and np.isnan(floats.inputs["x"][0, 1])
 
 
 @pytest.mark.interop(client="RemoteModel", server="ours", transport="TF Serving REST (v1)")

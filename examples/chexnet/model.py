@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from model_agnostic import Model, load_image
+from model_agnostic import ConfigError, Model, load_image
+from model_agnostic.images import BIT_DEPTH_POLICIES, EXIF_POLICIES
 from model_agnostic import transforms as T
 from model_agnostic.heatmaps import CAM, Crop, center_crop_boxes, ten_crop_boxes
 
@@ -51,6 +52,16 @@ class CheXNet(Model):
         (r"^(module\.)?densenet121\.", ""),
         (r"\.(norm|relu|conv)\.([12])\.", r".\1\2."),
     )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        for name, allowed in (("bit_depth_policy", BIT_DEPTH_POLICIES),
+                              ("exif_orientation", EXIF_POLICIES)):
+            if getattr(self, name) not in allowed:  # refused now, not at the first image
+                raise ConfigError(f"CheXNet option {name} must be one of {allowed}, "
+                                  f"got {getattr(self, name)!r}")
+        if not isinstance(self.tencrop, bool):
+            raise ConfigError(f"CheXNet option tencrop must be true or false, got {self.tencrop!r}")
 
     def create_model(self) -> Any:
         import torch

@@ -169,6 +169,8 @@ class GrpcTransport:
             )
             return RemoteConnectionError(f"{where} failed: {details}; {hint}")
         status = HTTP_STATUS.get(name, 500)
+        if name == "RESOURCE_EXHAUSTED" and not re.search(r"larger than max|limit", details):
+            status = 503  # a full queue or a quota, not a message over a size limit
         return RemoteStatusError(f"{where} answered gRPC {name}: {details}", status)
 
 

@@ -60,6 +60,8 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(config, backend=args.backend)
     start = time.perf_counter()
     explain = _explain_option(args.explain)
+    if explain is not False:
+        _refuse_clashing_stems(args.inputs)
     results = model.predict_batch(args.inputs, explain=explain)
     if explain is not False:
         results = [
@@ -82,6 +84,19 @@ def _explain_option(text: str | None) -> bool | int | list[str]:
     if text.isdigit():
         return int(text)
     return [label.strip() for label in text.split(",") if label.strip()]
+
+
+def _refuse_clashing_stems(inputs: list[str]) -> None:
+    """Heatmaps are written as ``<stem>.<label>``: two inputs with one stem would clash."""
+    seen: dict[str, str] = {}
+    for source in inputs:
+        other = seen.setdefault(Path(source).stem, source)
+        if other != source:
+            raise ConfigError(
+                f"--explain writes <image name>.<label>.png, and {other!r} and {source!r} "
+                "have the same name: their heatmaps would overwrite each other; rename one "
+                "or run them separately with their own --heatmaps folders"
+            )
 
 
 def _save_heatmaps(explained: Any, source: str, folder: Path) -> dict[str, Any]:
@@ -133,6 +148,7 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         exporter=args.exporter,
         dynamic_hw=True if args.dynamic_hw else None,
+        format=args.format,
     )
     print(result.report.summary(), file=sys.stderr)
     if result.artifact is None:

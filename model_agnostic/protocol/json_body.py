@@ -147,6 +147,8 @@ def dumps(document: Any, default: Any = None) -> bytes:
     try:
         return orjson.dumps(document, default=default or _contiguous, option=_DUMP_OPTIONS)
     except orjson.JSONEncodeError as error:
+        if "endianness" in str(error):  # orjson refuses these before asking ``default``
+            return dumps(_native(document), default)
         if "surrogates" not in str(error):
             raise ProtocolError(
                 f"cannot encode the document as JSON: {error}", status=500
@@ -154,9 +156,21 @@ def dumps(document: Any, default: Any = None) -> bytes:
     return json.dumps(document, separators=(",", ":"), default=_listed(default)).encode("ascii")
 
 
-def _contiguous(value: Any) -> Any:
+def _native(value: Any) -> Any:
+    """``value`` with every non-native-endian array (in dicts and lists) converted."""
     if isinstance(value, np.ndarray):
-        return np.ascontiguousarray(value)
+        return value if value.dtype.isnative else value.astype(value.dtype.newbyteorder("="))
+    if isinstance(value, dict):
+        return {key: _native(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_native(item) for item in value]
+    return value
+
+
+def _contiguous(value: Any) -> Any:
+    """What orjson cannot write natively: a strided or non-native-endian array, copied."""
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

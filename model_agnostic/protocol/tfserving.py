@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import ProtocolError
 from ..tensors import TensorSpec, format_shape, is_fixed
-from .codec import describe
+from .codec import MAX_RANK, array_from_json, check_shape, datatype_of, describe
+from .v2 import DEFAULT_MAX_ELEMENTS
 
 __all__ = [
     "PredictRequest",
@@ -62,8 +63,11 @@ class PredictRequest:
     named: bool
 
 
-def decode_predict_request(doc: Any, specs: Sequence[TensorSpec]) -> PredictRequest:
-    """The arrays of a ``:predict`` body, shaped and typed by the model's input ``specs``."""
+def decode_predict_request(
+    doc: Any, specs: Sequence[TensorSpec], max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> PredictRequest:
+    """The arrays of a ``:predict`` body, shaped and typed by the model's input ``specs``;
+    an input of more than ``max_elements`` values is refused."""
     if not isinstance(doc, dict):
         raise ProtocolError(f"the request must be a JSON object, got {describe(doc)}")
     has_rows, has_columns = "instances" in doc, "inputs" in doc
@@ -103,7 +107,7 @@ def decode_predict_request(doc: Any, specs: Sequence[TensorSpec]) -> PredictRequ
             raise ProtocolError(
                 f"the model has inputs {names}: 'inputs' must be an object keyed by input name"
             )
-    arrays = {spec.name: _array(spec, columns[spec.name]) for spec in specs}
+    arrays = {spec.name: _array(spec, columns[spec.name], max_elements) for spec in specs}
     return PredictRequest(arrays, columnar=has_columns, named=named)
 
 
@@ -183,31 +187,45 @@ def _no_extra_keys(value: Mapping[str, Any], names: Sequence[str]) -> None:
         raise ProtocolError(f"unknown input(s) {extra}; the model's inputs are {list(names)}")
 
 
-def _array(spec: TensorSpec, value: Any) -> np.ndarray:
-    """One input's values as an array of the spec's dtype; b64 objects become bytes."""
+def _array(spec: TensorSpec, value: Any, max_elements: int) -> np.ndarray:
+    """One input's values as an array of the spec's dtype, every value checked as the v2
+    JSON path checks it (no ``true`` for a number, no ``1.5`` for an integer, nothing
+    ragged); ``{"b64": ...}`` objects become bytes."""
     where = f"input {spec.name!r}"
     dtype = np.dtype(spec.dtype)
+    shape = check_shape(where, _nested_shape(value), max_elements)
     if dtype.kind in "OSU":
         array = np.array(_bytes(where, value), dtype=object)
+    elif _holds_objects(value):
+        raise ProtocolError(
+            f"{where}: expected numbers for {dtype}, got an object "
+            '(binary {"b64": ...} values are for string inputs)'
+        )
     else:
-        if _holds_objects(value):
-            raise ProtocolError(
-                f"{where}: expected numbers for {dtype}, got an object "
-                '(binary {"b64": ...} values are for string inputs)'
-            )
-        try:
-            array = np.asarray(value, dtype=dtype)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ProtocolError(f"{where}: not a rectangular array of {dtype} ({exc})") from None
-    if spec.shape is not None:
-        if array.ndim != len(spec.shape) or any(
-            is_fixed(w) and w != g for w, g in zip(spec.shape, array.shape)
-        ):
-            raise ProtocolError(
-                f"{where}: shape {format_shape(array.shape)}, the model expects "
-                f"{format_shape(spec.shape)} (the batch axis first)"
-            )
+        data = value if isinstance(value, list) else [value]
+        array = array_from_json(where, data, shape, datatype_of(dtype))
+    if array.shape != shape:  # bytes: np.array found a different (ragged) shape
+        raise ProtocolError(f"{where}: not a rectangular array ({format_shape(shape)} expected)")
+    if spec.shape is not None and (
+        array.ndim != len(spec.shape)
+        or any(is_fixed(w) and w != g for w, g in zip(spec.shape, array.shape))
+    ):
+        raise ProtocolError(
+            f"{where}: shape {format_shape(array.shape)}, the model expects "
+            f"{format_shape(spec.shape)} (the batch axis first)"
+        )
     return array
+
+
+def _nested_shape(value: Any) -> list[int]:
+    """The shape a nested list claims through its first items (checked in full later)."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if len(shape) > MAX_RANK or not value:
+            break
+        value = value[0]
+    return shape
 
 
 def _is_b64(value: Any) -> bool:

@@ -19,10 +19,19 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from .. import __version__, protocol
-from ..errors import ModelAgnosticError, ProtocolError, ServingError
-from ..model import Arrays
+from ..errors import (
+    InferenceError,
+    MissingDependencyError,
+    ModelAgnosticError,
+    ModelLoadError,
+    ProtocolError,
+    RemoteError,
+    RemoteTimeoutError,
+    ServingError,
+)
+from ..model import Arrays, Model
 from ..tensors import TensorSpec, check_arrays
-from .explain import Answer, explain_answer, predict_answer
+from .explain import Answer, explain_answer, predict_answer, require_heatmaps
 from .messages import Limits, Request, Response
 from .metrics import Metrics
 from .model_info import aligned, parity_parameters, platform, signature
@@ -184,7 +193,7 @@ class DataPlane:
                 name, versions, platform(served.model), inputs, outputs
             )
             document["parameters"] = parity_parameters(served.model.artifact_parity)
-            if served.model.cam is not None:  # POST .../explain answers (the web page asks)
+            if served.model.can_explain():  # POST .../explain answers (the web page asks)
                 document["parameters"]["heatmaps"] = "class activation maps"
             return document
 
@@ -313,15 +322,25 @@ class DataPlane:
 
     def explain(self, request: Request, name: str, version: str | None) -> Response:
         """The result and heatmaps (``?top_k=3``, ``?label=...``; :mod:`.explain`)."""
-        return self.raw_inference(request, name, version, "explain", explain_answer(request.query))
+        answer = explain_answer(request.query)
+        return self.raw_inference(request, name, version, "explain", answer, require_heatmaps)
 
     def raw_inference(
-        self, request: Request, name: str, version: str | None, endpoint: str, answer: Answer
+        self,
+        request: Request,
+        name: str,
+        version: str | None,
+        endpoint: str,
+        answer: Answer,
+        before: Callable[[Model], None] | None = None,
     ) -> Response:
         """A raw upload through the model's preprocessing and the version's batcher;
-        ``answer(model, raw, outputs)`` makes the JSON document's fields."""
+        ``answer(model, raw, outputs)`` makes the JSON document's fields; ``before(model)``
+        may refuse the request before the upload is even read."""
         started = time.perf_counter()
         with self._serving(name, version, endpoint) as served:
+            if before is not None:
+                before(served.model)
             raw = read_upload(request.body, request.header("Content-Type"))
             check_pixels(raw, self.limits.max_image_pixels)
             arrays = served.model.prepare(raw)
@@ -385,9 +404,21 @@ class DataPlane:
 
 
 def status_of(error: ModelAgnosticError) -> int:
-    """The HTTP status of an error raised on purpose: a serving or protocol error's own,
-    else 400 (the client's input: a bad image, wrong arrays)."""
-    return error.status if isinstance(error, (ServingError, ProtocolError)) else 400
+    """The HTTP status of an error raised on purpose: a serving or protocol error's own;
+    504/502 when a remote backend timed out or failed, 501 for a missing optional
+    dependency, 500 when the model itself failed; else 400 (the client's input: a bad
+    image, wrong arrays)."""
+    if isinstance(error, (ServingError, ProtocolError)):
+        return error.status
+    if isinstance(error, RemoteTimeoutError):
+        return 504
+    if isinstance(error, RemoteError):
+        return 502
+    if isinstance(error, MissingDependencyError):
+        return 501
+    if isinstance(error, (InferenceError, ModelLoadError)):
+        return 500
+    return 400
 
 
 class Unauthorized(ServingError):

@@ -17,7 +17,7 @@ from ..errors import ProtocolError, ServingError
 from ..heatmaps import explain_results
 from ..model import Arrays, Model
 
-__all__ = ["Answer", "explain_answer", "predict_answer"]
+__all__ = ["Answer", "explain_answer", "predict_answer", "require_heatmaps"]
 
 #: (model, raw input, its outputs) -> the fields of the JSON answer.
 Answer = Callable[[Model, Any, Arrays], dict[str, Any]]
@@ -25,7 +25,23 @@ _MAX_TOP_K = 64
 
 
 def predict_answer(model: Model, raw: Any, outputs: Arrays) -> dict[str, Any]:
-    return {"result": model.process_result(outputs)}
+    # The batcher fetched every output; process_result sees only what it asked for.
+    return {"result": model.process_result(model.outputs_for_result(outputs))}
+
+
+def require_heatmaps(model: Model) -> None:
+    """501 before any work when this model, on this backend, cannot compute heatmaps."""
+    if not model.can_explain():
+        reason = (
+            "declares no class activation maps (its 'cam')"
+            if model.cam is None
+            else f"has no classifier weights for its heatmaps on the {model.backend_name} backend"
+        )
+        raise ServingError(
+            f"{type(model).__name__} {reason}, so it has no heatmaps; POST the image to "
+            "/predict instead",
+            501,
+        )
 
 
 def explain_answer(query: str) -> Answer:
@@ -33,13 +49,8 @@ def explain_answer(query: str) -> Answer:
     which, overlay = _options(query)
 
     def answer(model: Model, raw: Any, outputs: Arrays) -> dict[str, Any]:
-        if model.cam is None:
-            raise ServingError(
-                f"{type(model).__name__} declares no class activation maps (its 'cam'), so "
-                "it has no heatmaps; POST the image to /predict instead",
-                501,
-            )
-        result = model.process_result(outputs)
+        require_heatmaps(model)
+        result = model.process_result(model.outputs_for_result(outputs))
         explained = explain_results(model, [raw], [outputs], [result], which, overlays=overlay)
         return explained[0].to_dict(overlay)
 

@@ -39,7 +39,9 @@ CODES = {
     404: "NOT_FOUND",
     413: "RESOURCE_EXHAUSTED",
     501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
     503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 _AUTH_METADATA = "the gRPC metadata 'authorization: Bearer <token>'"
 

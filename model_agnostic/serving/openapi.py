@@ -37,6 +37,11 @@ _INDEX = {
 }
 _MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+_EXPLAIN_QUERY = [
+    {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 64}},
+    {"name": "label", "in": "query", "schema": {"type": "string"}},
+    {"name": "overlay", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}},
+]
 
 
 def _op(
@@ -89,6 +94,30 @@ def _model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             image_body,
             [400, 404, 413, 415, 500, 503],
         ),
+        f"{prefix}/explain": _op(
+            "The /predict result plus class activation maps (?top_k=3, ?label=A,B, ?overlay=0)",
+            "post",
+            [*params, *_EXPLAIN_QUERY],
+            image_body,
+            [400, 404, 413, 415, 500, 501, 503],
+        ),
+    }
+
+
+def _tfserving_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    json_body = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        prefix: _op("TF Serving REST: model version status", params=params, errors=[404]),
+        f"{prefix}/metadata": _op(
+            "TF Serving REST: the serving_default signature", params=params, errors=[404]
+        ),
+        f"{prefix}:predict": _op(
+            "TF Serving REST: predict, row ('instances') or columnar ('inputs') form",
+            "post",
+            params,
+            json_body,
+            [400, 404, 413, 500, 503],
+        ),
     }
 
 
@@ -128,13 +157,18 @@ def document(models: Sequence[str]) -> dict[str, Any]:
     paths.update(
         _model_paths("/v2/models/{model_name}/versions/{model_version}", [_MODEL, _VERSION])
     )
+    paths.update(_tfserving_paths("/v1/models/{model_name}", [_MODEL]))
+    paths.update(
+        _tfserving_paths("/v1/models/{model_name}/versions/{model_version}", [_MODEL, _VERSION])
+    )
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "model_agnostic inference server",
             "version": __version__,
             "description": "Open Inference Protocol (KServe v2) with Triton's binary "
-            f"tensor extension. Models served: {', '.join(models) or 'none'}.",
+            "tensor extension, and TF Serving's REST API (/v1). "
+            f"Models served: {', '.join(models) or 'none'}.",
         },
         "paths": paths,
     }

@@ -52,11 +52,12 @@ class ServerOptions:
         )
 
     def auth_token(self) -> str | None:
-        """``$MODEL_AGNOSTIC_AUTH_TOKEN``, else the first line of ``auth_token_file``."""
+        """``$MODEL_AGNOSTIC_AUTH_TOKEN``, else the first non-blank line of ``auth_token_file``."""
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token and self.auth_token_file:
             try:
-                token = Path(self.auth_token_file).read_text(encoding="utf-8").strip()
+                text = Path(self.auth_token_file).read_text(encoding="utf-8")
+                token = next((line.strip() for line in text.splitlines() if line.strip()), "")
             except OSError as exc:
                 raise ConfigError(
                     f"cannot read auth_token_file {self.auth_token_file!r}: {exc}"

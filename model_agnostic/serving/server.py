@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -35,6 +36,8 @@ from .options import TOKEN_ENV, ServerOptions
 from .repository import ModelRepository, ServedVersion
 from .versions import load_version
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ServerOptions",
     "BackgroundServer",
@@ -42,6 +45,7 @@ __all__ = [
     "is_repository",
     "make_runner",
     "serve",
+    "warn_if_threads_starve_instances",
     "wsgi_app",
 ]
 
@@ -222,6 +226,7 @@ def serve(dataplane: DataPlane, options: ServerOptions) -> None:
     request finish (up to ``drain_timeout_s``), and stop the repository's threads."""
     with until_stopped() as wait:
         server = BackgroundServer(dataplane, options).start()
+        warn_if_threads_starve_instances(dataplane, options.threads)
         names = ", ".join(dataplane.repository.names()) or "no models yet"
         grpc = f" and gRPC on {server.grpc_address}" if server.grpc_address else ""
         print(
@@ -245,6 +250,27 @@ def serve(dataplane: DataPlane, options: ServerOptions) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def warn_if_threads_starve_instances(dataplane: DataPlane, threads: int) -> int:
+    """Log a warning when ``[server] threads`` (requests answered at once) is below the
+    model instances serving them: the extra instances could then never all be busy.
+    Returns the number of instances counted."""
+    total = 0
+    for name in dataplane.repository.names():
+        for version in dataplane.repository.ready_versions(name):
+            with dataplane.repository.acquire(name, version) as served:
+                total += getattr(served.runner, "instances", 1)
+    if total > threads:
+        log.warning(
+            "[server] threads = %d answers at most %d requests at once, but %d model "
+            "instance(s) wait for them: raise threads to at least %d to keep them all busy",
+            threads,
+            threads,
+            total,
+            total,
+        )
+    return total
 
 
 @contextlib.contextmanager

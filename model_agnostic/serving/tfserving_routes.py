@@ -45,7 +45,7 @@ def tfserving_routes(
     def tfserving_predict(request: Request, name: str, version: str | None) -> Response:
         def decode(inputs: list[TensorSpec]) -> tuple[Arrays, tfserving.PredictRequest]:
             doc = protocol.load_object(request.body, "request", dataplane.limits.max_json_depth)
-            decoded = tfserving.decode_predict_request(doc, inputs)
+            decoded = tfserving.decode_predict_request(doc, inputs, dataplane.limits.max_elements)
             return decoded.inputs, decoded
 
         def encode(
