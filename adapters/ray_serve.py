@@ -399,8 +399,7 @@ def serve_on_ray(
     try:
         if address is not None:
             _check_reachable(address)
-        # None: a new local instance, as documented; Ray's own default would join any
-        # cluster recorded on this machine (RAY_ADDRESS, /tmp/ray/ray_current_cluster)
+        # None: a new local instance (Ray's default joins any cluster recorded on this host)
         ray.init(address=address or "local", ignore_reinit_error=True)
     except (ConnectionError, RuntimeError) as exc:
         if address is None:
