@@ -31,9 +31,10 @@ where each row of ``preprocessing(raw)`` lies in the image.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args, get_origin
 
 import numpy as np
 
@@ -81,6 +82,7 @@ class Model(ABC):
                     f"allowed options: {sorted(allowed) or 'none'} "
                     "(declare one as an annotated class attribute)"
                 )
+            _check_option(type(self), key, value)
             setattr(self, key, value)
 
     # ------------------------------------------------------------------ hooks
@@ -278,3 +280,25 @@ class Model(ABC):
 
 def _is_backend(klass: type) -> bool:
     return bool(klass.__dict__.get("backend_name"))
+
+
+def _check_option(cls: type[Model], name: str, value: Any) -> None:
+    """Refuse a value its annotation rules out: outside a ``Literal[...]``, or not a
+    bool for a ``bool`` option. Other annotations are not checked."""
+    for klass in cls.__mro__:
+        hint = klass.__dict__.get("__annotations__", {}).get(name)
+        if hint is not None:
+            break
+    else:
+        return
+    if isinstance(hint, str):  # from __future__ import annotations
+        try:
+            hint = eval(hint, vars(sys.modules[klass.__module__]))  # the class's own source
+        except Exception:  # a name only imported for type checking: not checked
+            return
+    if get_origin(hint) is Literal and value not in get_args(hint):
+        raise ConfigError(
+            f"{cls.__name__} option {name!r} must be one of {list(get_args(hint))}, got {value!r}"
+        )
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{cls.__name__} option {name!r} must be true or false, got {value!r}")

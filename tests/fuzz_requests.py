@@ -102,7 +102,9 @@ class Client:
 
 def problem(case: HttpCase, answer: Answer) -> str | None:
     """What is wrong with ``answer`` to ``case``, or None."""
-    if answer.status >= 500:
+    # 501 is a deliberate answer (a model without heatmaps asked to explain), checked as
+    # an error document below; every other 5xx is the server failing
+    if answer.status >= 500 and answer.status != 501:
         return f"server error {answer.status}: {answer.body[:300]!r}"
     if answer.status >= 400 and case.method != "HEAD":
         if not answer.headers.get("content-type", "").startswith("application/json"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -181,21 +183,26 @@ def test_bad_images_raise_a_clear_error_naming_the_file(onnx_model: Any, tmp_pat
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"bit_depth_policy": "stretch"}, "bit_depth_policy must be one of"),
-    ({"exif_orientation": "rotate"}, "exif_orientation must be one of"),
-    ({"tencrop": "yes"}, "tencrop must be true or false"),
+    ({"bit_depth_policy": "stretch"}, "'bit_depth_policy' must be one of ['scale',"),
+    ({"exif_orientation": "rotate"}, "'exif_orientation' must be one of ['ignore', 'apply']"),
+    ({"tencrop": "yes"}, "'tencrop' must be true or false, got 'yes'"),
 ])
 def test_bad_options_are_refused_when_the_model_is_made(options: dict[str, Any],
                                                          message: str) -> None:
-    import importlib.util
-
     from model_agnostic import ConfigError
+    from model_agnostic.images import BIT_DEPTH_POLICIES, EXIF_POLICIES
 
-    spec = importlib.util.spec_from_file_location("chexnet_model", ROOT / "examples" / "chexnet" / "model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    bare = type("Bare", (module.CheXNet,), {"infer": lambda self, inputs: {}})  # no backend
-    with pytest.raises(ConfigError, match=message):
-        bare(**options)
-    assert bare(bit_depth_policy="minmax").bit_depth_policy == "minmax"
+    config = _config_text_path(None, None)
+    key, value = next(iter(options.items()))
+    config.write_text(config.read_text() + f"[model.options]\n{key} = {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):  # before the graph is read
+        load_model(config)
+    chexnet = importlib.util.spec_from_file_location("chexnet_model", ROOT / "examples/chexnet/model.py")
+    assert chexnet is not None and chexnet.loader is not None
+    module = importlib.util.module_from_spec(chexnet)
+    chexnet.loader.exec_module(module)
+    def allowed(name: str) -> tuple[str, ...]:  # the annotations list the loader's policies
+        return typing.get_args(eval(module.CheXNet.__annotations__[name], vars(module)))
+
+    assert allowed("bit_depth_policy") == BIT_DEPTH_POLICIES
+    assert allowed("exif_orientation") == EXIF_POLICIES

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import re
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytest
@@ -81,6 +82,27 @@ def test_options_override_declared_attributes() -> None:
 def test_unknown_option_is_rejected_naming_the_allowed_ones() -> None:
     with pytest.raises(ConfigError, match=r"no option 'ofset'.*\['offset'\]"):
         make(ofset=1)
+
+
+class Choosy(Model):
+    mode: Literal["fast", "exact"] = "fast"
+    flip: bool = False
+    scale: float = 1.0  # not a bool or a Literal: not checked
+
+    def infer(self, inputs: Any) -> Any:
+        return inputs
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"mode": "slow"}, "Choosy option 'mode' must be one of ['fast', 'exact'], got 'slow'"),
+    ({"flip": 1}, "Choosy option 'flip' must be true or false, got 1"),
+])
+def test_an_option_its_annotation_rules_out_is_refused(options: dict[str, Any],
+                                                       message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Choosy(**options)
+    model = Choosy(mode="exact", flip=True, scale=2)
+    assert (model.mode, model.flip, model.scale) == ("exact", True, 2)
 
 
 def test_bound_class_is_both_the_users_class_and_the_backend() -> None:

@@ -12,12 +12,11 @@ torch is imported only inside ``create_model``, so this file imports without it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from model_agnostic import ConfigError, Model, load_image
-from model_agnostic.images import BIT_DEPTH_POLICIES, EXIF_POLICIES
+from model_agnostic import Model, load_image
 from model_agnostic import transforms as T
 from model_agnostic.heatmaps import CAM, Crop, center_crop_boxes, ten_crop_boxes
 
@@ -39,9 +38,9 @@ class CheXNet(Model):
     #: How 16-bit PNG/TIFF X-rays become 8-bit (model_agnostic.images.BIT_DEPTH_POLICIES):
     #: "scale" by the bit depth, as the 8-bit NIH PNGs the network was trained on relate to
     #: 16-bit exports of the same pixels (x 257). DICOM goes through its own pipeline.
-    bit_depth_policy: str = "scale"
+    bit_depth_policy: Literal["scale", "significant", "minmax", "clip"] = "scale"
     #: EXIF orientation: "ignore", as the training pipeline (PIL + torchvision) did.
-    exif_orientation: str = "ignore"
+    exif_orientation: Literal["ignore", "apply"] = "ignore"
 
     input_names = ("image",)
     #: "features": DenseNet's last feature map (1024 x 7 x 7 per crop), for the heatmaps.
@@ -52,16 +51,6 @@ class CheXNet(Model):
         (r"^(module\.)?densenet121\.", ""),
         (r"\.(norm|relu|conv)\.([12])\.", r".\1\2."),
     )
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        for name, allowed in (("bit_depth_policy", BIT_DEPTH_POLICIES),
-                              ("exif_orientation", EXIF_POLICIES)):
-            if getattr(self, name) not in allowed:  # refused now, not at the first image
-                raise ConfigError(f"CheXNet option {name} must be one of {allowed}, "
-                                  f"got {getattr(self, name)!r}")
-        if not isinstance(self.tencrop, bool):
-            raise ConfigError(f"CheXNet option tencrop must be true or false, got {self.tencrop!r}")
 
     def create_model(self) -> Any:
         import torch
