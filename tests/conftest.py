@@ -89,6 +89,32 @@ def chexnet_onnx_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           '[onnxruntime]\npath = "chexnet.onnx"\n\n[serving]\nname = "chexnet"')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tritonclient_http_closes_once() -> Iterator[None]:
+    """tritonclient.http's ``__del__`` closes the client again, from whichever thread the
+    garbage collector runs on (a server's worker, here); gevent then refuses the foreign
+    thread and pytest reports it in an unrelated test. Every test closes its clients on
+    their own thread, so the second close is skipped; nothing else changes."""
+    try:
+        from tritonclient.http import InferenceServerClient
+    except ImportError:
+        yield
+        return
+    close, finalize = InferenceServerClient.close, InferenceServerClient.__del__
+
+    def close_once(self: Any) -> None:
+        if not self.__dict__.get("_closed_by_test"):
+            self.__dict__["_closed_by_test"] = True
+            close(self)
+
+    InferenceServerClient.close = close_once  # type: ignore[method-assign]
+    InferenceServerClient.__del__ = close_once  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        InferenceServerClient.close, InferenceServerClient.__del__ = close, finalize  # type: ignore[method-assign]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Record each ``@pytest.mark.interop(client, server, transport)`` test's outcome."""
