@@ -11,7 +11,7 @@ XRAY := $(CHEXNET)/data/nih_cxr14_00000001_000.png
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[torch,serve,ray,dicom,dev]' $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[torch,serve,ray,dicom,tf,dev]' $(TORCH_PINS)
 	touch $@
 
 # CheXNet end to end: build on PyTorch, export to ONNX, verify parity stage by stage,
@@ -44,7 +44,7 @@ test: $(VENV)/.installed
 BENCHES := batcher resize_bands preprocessing backends exporters cold_start \
 	thread_interference server_memory serving load ray_overhead ray_serving fuzz \
 	install_size mutations export_cost peers json_path grpc_vs_http remote_overhead \
-	explain_cost dicom_decode conformance
+	explain_cost dicom_decode conformance tensorflow_backend
 bench: $(VENV)/.installed
 	cd bench && for script in $(BENCHES); do ../$(PY) $$script.py || exit 1; done
 	cd bench && ../$(PY) export_coverage.py --calibrate --force

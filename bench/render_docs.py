@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the render_* helpers
 from render_instances import instances  # noqa: E402
 from render_perf import perf_check  # noqa: E402
 from render_quantization import quantization  # noqa: E402
+from render_tensorflow import tensorflow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -1154,6 +1155,7 @@ TABLES: dict[str, Table] = {
     "remote-overhead": Table(remote_overhead, ("remote_overhead.json",)),
     "explain-cost": Table(explain_cost, ("explain_cost.json",)),
     "dicom-decode": Table(dicom_decode, ("dicom_decode.json",)),
+    "tensorflow": Table(tensorflow, ("tensorflow_backend.json",)),
 }
 #: name -> renderer, as before TABLES recorded the result files too.
 RENDERERS: dict[str, Callable[[], str]] = {name: table.render for name, table in TABLES.items()}

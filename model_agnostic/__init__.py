@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .backends.onnx_runtime import OnnxModel
     from .backends.pytorch import PyTorchModel
     from .backends.remote import RemoteModel
+    from .backends.tf_savedmodel import TensorFlowModel
     from .config import load_model
     from .export import export_onnx
 
@@ -28,6 +29,7 @@ __all__ = [
     "PyTorchModel",
     "OnnxModel",
     "RemoteModel",
+    "TensorFlowModel",
     "load_model",
     "load_image",
     "export_onnx",
@@ -40,6 +42,7 @@ _LAZY = {
     "PyTorchModel": ".backends.pytorch",
     "OnnxModel": ".backends.onnx_runtime",
     "RemoteModel": ".backends.remote",
+    "TensorFlowModel": ".backends.tf_savedmodel",
     "export_onnx": ".export",
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from types import ModuleType
 
 from .errors import MissingDependencyError
@@ -19,11 +21,24 @@ _EXTRAS = {
     "ray": "ray",
     "starlette": "ray",
     "pydicom": "dicom",
+    "tensorflow": "tf",
 }
+
+
+#: module -> installed modules to load first. TensorFlow and Triton (which CUDA builds of
+#: torch import with torchvision) both bundle LLVM: Triton loaded *after* TensorFlow
+#: crashes the process (SIGSEGV in libtriton), Triton first works.
+_LOAD_FIRST = {"tensorflow": ("triton",)}
 
 
 def require(module: str, purpose: str) -> ModuleType:
     """Import ``module`` or raise an error naming the extra that installs it."""
+    for first in _LOAD_FIRST.get(module.split(".")[0], ()):
+        if first not in sys.modules and importlib.util.find_spec(first) is not None:
+            try:
+                importlib.import_module(first)
+            except Exception:  # a broken optional library must not stop this one
+                pass
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -10,7 +10,10 @@ An artifact is the folder (or ``.zip``) ``model-agnostic export`` writes
       labels.json         the model's ``labels``, when it has them
       metadata.json       versions, opset, creation time, signatures, what the exporter did
       parity.json         the report ``verify`` produced, describing these very files
-      CHECKSUMS.sha256    SHA-256 of every other file (``sha256sum -c`` compatible)
+      savedmodel/         with ``export --format savedmodel``: the TensorFlow SavedModel as
+        chexnet/1/        TF Serving expects it (saved_model.pb, variables/, assets.extra/)
+      CHECKSUMS.sha256    SHA-256 of every other file (``sha256sum -c`` compatible); files
+                          under ``savedmodel/`` by their relative path
 
 Opening one verifies every checksum first and refuses a changed, missing or unlisted file
 by name; a zip is unpacked into a cache folder (``$MODEL_AGNOSTIC_CACHE``, default
@@ -35,6 +38,7 @@ from .errors import ArtifactError
 __all__ = [
     "CACHE_ENV",
     "CHECKSUMS",
+    "SAVEDMODEL_DIR",
     "file_digests",
     "is_artifact",
     "open_artifact",
@@ -47,6 +51,8 @@ CHECKSUMS = "CHECKSUMS.sha256"
 #: Where ``.zip`` artifacts are unpacked (a writable folder); default ~/.cache/model_agnostic.
 CACHE_ENV = "MODEL_AGNOSTIC_CACHE"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # always used with fullmatch
+#: The one folder an artifact may hold: the TensorFlow SavedModel (``export --format savedmodel``).
+SAVEDMODEL_DIR = "savedmodel"
 _MAX_MEMBERS, _MAX_UNPACKED = 64, 8 * 2**30
 _PASS, _FAIL, _UNVERIFIED = "pass", "fail", "unverified"
 
@@ -78,19 +84,15 @@ def verify_checksums(folder: str | os.PathLike[str]) -> None:
     expected: dict[str, str] = {}
     for number, line in enumerate(listing.read_text().splitlines(), 1):
         digest, _, name = line.partition("  ")
-        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and PLAIN_NAME.fullmatch(name)):
+        if not (re.fullmatch(r"[0-9a-f]{64}", digest) and is_member_name(name)):
             raise ArtifactError(f"{listing}: line {number} is not '<sha256>  <file name>'")
         expected[name] = digest
-    for entry in folder.iterdir():
-        if entry.name in (CHECKSUMS, "__pycache__"):
-            continue
+    for name, entry in _entries(folder):
         if entry.is_symlink() or not entry.is_file():
+            raise ArtifactError(f"artifact {folder.name}: {name!r} is not a regular file; refused")
+        if name not in expected:
             raise ArtifactError(
-                f"artifact {folder.name}: {entry.name!r} is not a regular file; refused"
-            )
-        if entry.name not in expected:
-            raise ArtifactError(
-                f"artifact {folder.name}: {entry.name!r} is not listed in {CHECKSUMS}; refused"
+                f"artifact {folder.name}: {name!r} is not listed in {CHECKSUMS}; refused"
             )
     for name, digest in expected.items():
         file = folder / name
@@ -104,13 +106,37 @@ def verify_checksums(folder: str | os.PathLike[str]) -> None:
 
 
 def file_digests(folder: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """SHA-256 of every regular file in ``folder`` but the checksum listing and ``skip``."""
-    folder = Path(folder)
+    """SHA-256 of every regular file in ``folder`` (and its ``savedmodel/``) but the checksum
+    listing and ``skip``, keyed by relative path."""
     return {
-        p.name: _sha256(p)
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name not in (CHECKSUMS, *skip)
+        name: _sha256(entry)
+        for name, entry in _entries(Path(folder))
+        if entry.is_file() and not entry.is_symlink() and name not in skip
     }
+
+
+def is_member_name(name: str) -> bool:
+    """A plain file name, or a path of plain names under ``savedmodel/``."""
+    parts = name.split("/")
+    if len(parts) == 1:
+        return bool(PLAIN_NAME.fullmatch(name))
+    return parts[0] == SAVEDMODEL_DIR and all(PLAIN_NAME.fullmatch(p) for p in parts[1:])
+
+
+def _entries(folder: Path) -> list[tuple[str, Path]]:
+    """``(relative name, path)`` of every entry but the listing and ``__pycache__``, sorted;
+    the ``savedmodel`` folder's files instead of the folder (its empty folders skipped)."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in (CHECKSUMS, "__pycache__"):
+            continue
+        if entry.name == SAVEDMODEL_DIR and entry.is_dir() and not entry.is_symlink():
+            for inner in sorted(entry.rglob("*")):
+                if inner.is_symlink() or not inner.is_dir():
+                    found.append((inner.relative_to(folder).as_posix(), inner))
+            continue
+        found.append((entry.name, entry))
+    return found
 
 
 def summarize(parity: dict[str, Any]) -> dict[str, Any]:
@@ -218,10 +244,11 @@ def _check_members(archive: str, members: list[zipfile.ZipInfo]) -> None:
     seen: set[str] = set()
     for member in members:
         name = member.filename
-        if not PLAIN_NAME.fullmatch(name) or member.is_dir():
+        if not is_member_name(name) or member.is_dir():
             raise ArtifactError(
                 f"{archive}: member {name!r} is not a plain file name; refused (expected "
-                "names like 'model.onnx', with no folders, '..' or absolute paths)"
+                f"names like 'model.onnx', with no folders but {SAVEDMODEL_DIR}/, '..' or "
+                "absolute paths)"
             )
         if stat.S_ISLNK(member.external_attr >> 16):
             raise ArtifactError(f"{archive}: member {name!r} is a symbolic link; refused")

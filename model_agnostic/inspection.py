@@ -1,4 +1,4 @@
-"""Describe an artifact or ONNX file: signatures, opset, op counts, size, parity."""
+"""Describe an artifact, ONNX file or SavedModel: signatures, opset, op counts, size, parity."""
 
 from __future__ import annotations
 
@@ -29,9 +29,39 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         info["parity"] = _parity_summary(json.loads((folder / "parity.json").read_text()))
     elif path.is_file():
         onnx_file = path
+    elif (path / "saved_model.pb").is_file():
+        return {**info, "savedmodel": _savedmodel(path)}
     else:
-        raise ModelLoadError(f"{str(path)!r} is neither an artifact nor an ONNX file")
+        raise ModelLoadError(
+            f"{str(path)!r} is neither an artifact, an ONNX file nor a SavedModel folder"
+        )
     return {**info, **_graph(onnx_file)}
+
+
+def _savedmodel(path: Path) -> dict[str, Any]:
+    """A SavedModel's signatures as TensorFlow reads them (needs the ``tf`` extra)."""
+    from ._deps import require
+
+    tf = require("tensorflow", "inspecting a SavedModel")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # tf.errors.* on a damaged folder
+        raise ModelLoadError(f"TensorFlow cannot load {str(path)!r}: {exc}") from None
+    signatures = {}
+    for key, function in sorted(loaded.signatures.items()):
+        _, given = function.structured_input_signature
+        signatures[key] = {
+            "inputs": [_tf_spec(n, s) for n, s in sorted(given.items())],
+            "outputs": [_tf_spec(n, s) for n, s in sorted(function.structured_outputs.items())],
+        }
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {"path": str(path), "size_bytes": size, "signatures": signatures}
+
+
+def _tf_spec(name: str, spec: Any) -> dict[str, Any]:
+    dims = spec.shape.as_list() if spec.shape.rank is not None else None
+    shape = None if dims is None else [-1 if d is None else d for d in dims]
+    return {"name": name, "dtype": spec.dtype.name, "shape": shape}
 
 
 def _graph(path: Path) -> dict[str, Any]:
@@ -83,6 +113,13 @@ def _parity_summary(report: dict[str, Any]) -> dict[str, Any]:
 def render(info: dict[str, Any]) -> str:
     """The description as aligned text."""
     lines = [f"{info['path']}"]
+    if "savedmodel" in info and "size_bytes" not in info:  # a bare SavedModel folder
+        saved = info["savedmodel"]
+        lines.append(f"  size        {saved['size_bytes'] / 2**20:.1f} MiB (TensorFlow SavedModel)")
+        for key, signature in saved["signatures"].items():
+            lines.append(f"  signature   {key}")
+            lines.extend(_signature_lines(signature))
+        return "\n".join(lines)
     if "checksums" in info:
         lines.append(f"  checksums   {info['checksums']}")
         if str(info["checksums"]).startswith("FAILED"):
@@ -105,6 +142,8 @@ def render(info: dict[str, Any]) -> str:
         )
     if meta and meta.get("export"):
         lines.extend(_export_lines(meta["export"]))
+    if meta and meta.get("savedmodel"):
+        lines.extend(_savedmodel_lines(meta["savedmodel"]))
     parity = info.get("parity")
     if parity:
         lines.extend(_parity_lines(parity))
@@ -122,6 +161,25 @@ def _export_lines(export: dict[str, Any]) -> list[str]:
     for fallback in export.get("fallbacks", []):
         lines.append(f"    fallback  {fallback['exporter']} failed: {fallback['error'][:160]}")
     return lines
+
+
+def _signature_lines(signature: dict[str, Any]) -> list[str]:
+    return [
+        f"    {kind[:-1]:<9} {v['name']}: {v['dtype']} {v['shape']}"
+        for kind in ("inputs", "outputs")
+        for v in signature[kind]
+    ]
+
+
+def _savedmodel_lines(saved: dict[str, Any]) -> list[str]:
+    """The SavedModel export recorded: where, its signature, the converter's versions."""
+    versions = saved.get("versions", {})
+    lines = [
+        f"  savedmodel  {saved['path']}/ signature {saved['signature']} (onnx2tf "
+        f"{versions.get('onnx2tf')}, TensorFlow {versions.get('tensorflow_converter')} converted "
+        f"in {saved.get('conversion_s')} s, {versions.get('tensorflow')} verified)"
+    ]
+    return lines + _signature_lines(saved)
 
 
 def _parity_lines(parity: dict[str, Any]) -> list[str]:

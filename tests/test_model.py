@@ -143,8 +143,9 @@ def test_pytorch_backend_requires_create_model() -> None:
 
 
 def test_unknown_backend_name_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown backend 'tensorflow'.*onnxruntime.*pytorch"):
-        bind(Crops, "tensorflow")
+    with pytest.raises(ConfigError,
+                       match=r"unknown backend 'tensorrt'.*onnxruntime.*pytorch.*tensorflow"):
+        bind(Crops, "tensorrt")
 
 
 @pytest.mark.parametrize(

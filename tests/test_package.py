@@ -16,7 +16,7 @@ def test_all_lists_every_public_name_and_each_resolves() -> None:
 def test_importing_the_package_loads_neither_torch_nor_onnxruntime() -> None:
     code = (
         "import model_agnostic, model_agnostic.transforms, model_agnostic.adapters\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx') if sys.modules.get(m)]\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'tensorflow') if sys.modules.get(m)]\n"
         "assert not heavy, heavy\n"
     )
     done = run_without_torch(code, cwd=ROOT)
@@ -56,7 +56,7 @@ def test_serving_and_adapters_import_no_web_framework_or_server() -> None:
     code = (
         "import model_agnostic.serving, model_agnostic.adapters.flask_app\n"
         "import model_agnostic.adapters.django_views\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'flask', 'django', 'waitress',\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'tensorflow', 'flask', 'django', 'waitress',\n"
         "                     'prometheus_client', 'grpc', 'google.protobuf') if sys.modules.get(m)]\n"
         "assert not heavy, heavy\n"
     )

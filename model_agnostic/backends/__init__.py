@@ -18,6 +18,7 @@ BACKENDS = {
     "pytorch": "model_agnostic.backends.pytorch:PyTorchModel",
     "onnxruntime": "model_agnostic.backends.onnx_runtime:OnnxModel",
     "remote": "model_agnostic.backends.remote:RemoteModel",
+    "tensorflow": "model_agnostic.backends.tf_savedmodel:TensorFlowModel",
 }
 
 

@@ -148,6 +148,7 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         exporter=args.exporter,
         dynamic_hw=True if args.dynamic_hw else None,
+        format=args.format,
     )
     print(result.report.summary(), file=sys.stderr)
     if result.artifact is None:

@@ -53,6 +53,13 @@ def add_export(commands: Any, run: Run) -> None:
         action="store_true",
         help="make height and width dynamic too (checked at other sizes)",
     )
+    export.add_argument(
+        "--format",
+        choices=("onnx", "savedmodel"),
+        help="savedmodel: also convert the ONNX graph to a TensorFlow SavedModel (onnx2tf, "
+        "installed once into a cache) and verify it in the same report (default: [export] "
+        "format, else onnx)",
+    )
     add_waiver(export)
     export.set_defaults(run=run)
 

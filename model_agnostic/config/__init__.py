@@ -82,8 +82,8 @@ def load_model(
         )
     hooks = import_model_class(cfg.model_class, base_dir=cfg.path.parent)
     kwargs = cfg.backend_options(chosen)
-    if chosen == "onnxruntime" and "path" not in kwargs:
-        raise ConfigError(f"{cfg.path}: backend 'onnxruntime' needs [onnxruntime] path")
+    if chosen in ("onnxruntime", "tensorflow") and "path" not in kwargs:
+        raise ConfigError(f"{cfg.path}: backend {chosen!r} needs [{chosen}] path")
     if chosen == "remote" and not {"url", "model_name"} <= kwargs.keys():
         raise ConfigError(f"{cfg.path}: backend 'remote' needs [remote] url and model_name")
     try:

@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 #: The sections a deployment may set: runtime, serving and server settings.
-DEPLOY_SECTIONS = ("onnxruntime", "pytorch", "remote", "serving", "server")
+DEPLOY_SECTIONS = ("onnxruntime", "pytorch", "tensorflow", "remote", "serving", "server")
 #: Keys that decide what the model computes, so never overridden.
-FROZEN = {("onnxruntime", "path"), ("pytorch", "weights")}
+FROZEN = {("onnxruntime", "path"), ("pytorch", "weights"), ("tensorflow", "path")}
 ENV_PREFIX = "MODEL_AGNOSTIC_"
 
 #: section -> key -> value

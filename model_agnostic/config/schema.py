@@ -44,6 +44,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "enable_mem_pattern": _BOOL,
         "allow_spinning": _BOOL,
     },
+    "tensorflow": {
+        "path": _PATH,
+        "signature": _STR,
+        "intra_op_num_threads": _INT,
+        "inter_op_num_threads": _INT,
+    },
     "remote": {
         "url": _STR,
         "model_name": _STR,
@@ -99,6 +105,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "dynamic_batch": _BOOL,
         "dynamic_hw": _BOOL,
         "exporter": _STR,
+        "format": _STR,
         "example": _PATH,
         "output": _PATH,
         "allow_unverified": _STRS,

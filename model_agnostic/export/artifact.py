@@ -7,7 +7,6 @@ parity report describing these very files is final (:func:`write_parity`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifact import CHECKSUMS, PLAIN_NAME
+from ..artifact import CHECKSUMS, PLAIN_NAME, file_digests
 from ..errors import ExportError
 from ..model import Model
 from .options import encode_options, toml_value
@@ -211,17 +210,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_checksums(folder: Path) -> None:
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CHECKSUMS)
-    (folder / CHECKSUMS).write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+    digests = file_digests(folder)
+    (folder / CHECKSUMS).write_text("".join(f"{d}  {n}\n" for n, d in digests.items()))
 
 
 def write_zip(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
@@ -229,8 +220,8 @@ def write_zip(folder: str | os.PathLike[str], target: str | os.PathLike[str]) ->
     folder, target = Path(folder), Path(target)
     partial = target.with_name(f".{target.name}.partial")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(folder.iterdir()):
-            if file.is_file():
-                archive.write(file, file.name)
+        for name in file_digests(folder, skip=()):  # every file the checksums cover
+            archive.write(folder / name, name)
+        archive.write(folder / CHECKSUMS, CHECKSUMS)
     os.replace(partial, target)
     return target

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from ..artifact import CHECKSUMS, file_digests, is_artifact
-from ..config import Config, import_model_class, import_object, load_config, load_model
+from ..config import Config, import_model_class, import_object, load_config, load_model, resolve
 from ..errors import ConfigError, ExportError, ModelAgnosticError
 from ..images import load_image
 from ..model import Model
 from .artifact import write_artifact, write_parity, write_zip
 from .options import encode_options, option_values
 from .report import STAGES, ParityReport, Tolerances
+from .savedmodel import add_savedmodel, check_format, on_tensorflow, savedmodel_folder
 from .to_onnx import DEFAULT_OPSET, EXPORTERS, check_settings, export_onnx
 from .verify import Reference, verify
 
@@ -70,6 +71,8 @@ def export_model(
     """Export the config's model, verify it, and ship an artifact only if parity holds.
 
     ``overrides`` replace ``[export]`` settings (``opset``, ``dynamic_hw``, ``exporter``, ...).
+    ``format="savedmodel"`` adds a TensorFlow SavedModel converted from the ONNX graph,
+    verified in the same report (:mod:`.savedmodel`).
     ``force`` replaces an existing artifact at ``output`` (only once the new one passed).
     ``allow_unverified`` names stages (or ``"all"``) whose *unverified* status the user
     accepts; each waiver is recorded in the artifact as ``f"{waiver_flag}{stage}"`` with
@@ -85,6 +88,7 @@ def export_model(
         "dynamic_hw": settings.get("dynamic_hw", False),
         "exporter": settings.get("exporter", EXPORTERS[0]),
     }
+    fmt = check_format(settings.get("format", "onnx"))
     waivers = _waivers(cfg, allow_unverified, waiver_flag)
     checked = _samples(cfg, example if example is not None else settings.get("example"), samples)
     tolerances, pipeline = _verify_settings(cfg)
@@ -115,6 +119,15 @@ def export_model(
                     session=_session(cfg),
                 ),
             )
+            also = {}
+            if fmt == "savedmodel":
+                location = savedmodel_folder(cfg.serving, output)
+                _timed(
+                    progress,
+                    "converting to a TensorFlow SavedModel (onnx2tf)",
+                    lambda: add_savedmodel(reference, staging, checked[0], location, progress),
+                )
+                also["savedmodel"] = on_tensorflow(reference, staging / location)
             report = _timed(
                 progress,
                 "verifying parity, stage by stage",
@@ -127,6 +140,7 @@ def export_model(
                     tolerances,
                     pipeline,
                     staging,
+                    also,
                 ),
             )
             report.subject = {
@@ -166,10 +180,13 @@ def verify_config(
         progress, "building the PyTorch model", lambda: load_model(cfg, backend="pytorch")
     )
     artifact = None
+    also: dict[str, Model] = {}
     if onnx is not None and is_artifact(onnx):
         artifact = Path(onnx)
         candidate = load_model(artifact, backend="onnxruntime")
         subject = {"kind": "artifact", "path": str(artifact)}
+        if "tensorflow" in resolve(artifact).sections:  # exported with --format savedmodel
+            also["savedmodel"] = load_model(artifact, backend="tensorflow")
     else:
         path = onnx or cfg.backend_options("onnxruntime").get("path")
         if not path:
@@ -186,7 +203,7 @@ def verify_config(
         progress,
         "verifying parity, stage by stage",
         lambda: _verify(
-            cfg, reference, candidate, checked, dynamic, tolerances, pipeline, artifact
+            cfg, reference, candidate, checked, dynamic, tolerances, pipeline, artifact, also
         ),
     )
     report.subject = subject
@@ -308,6 +325,7 @@ def _verify(
     tolerances: Tolerances,
     pipeline: Reference | None,
     artifact: Path | None,
+    also: dict[str, Model] | None = None,
 ) -> ParityReport:
     settings = cfg.verify
     generated = generated_images(settings.get("generated", 4))
@@ -328,6 +346,7 @@ def _verify(
         sample_names=labels,
         reference_pipeline=pipeline,
         artifact=artifact,
+        also=also,
     )
 
 
@@ -375,7 +394,7 @@ def _on_onnx(reference: Model, path: str | os.PathLike[str], cfg: Config) -> Mod
         for name in reference.option_names()
         if hasattr(reference, name)
     }
-    return runner(path, **_session(cfg), **options)
+    return runner(path=path, **_session(cfg), **options)  # keywords: hooks may take **options
 
 
 def _session(cfg: Config) -> dict[str, Any]:

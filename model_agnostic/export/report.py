@@ -29,8 +29,18 @@ __all__ = [
 ]
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
-#: Every stage a report can hold, in order; ``artifact`` only when an artifact is checked.
-STAGES = ("preprocessing", "inference", "postprocessing", "heatmaps", "artifact")
+#: Every stage a report can hold, in order; ``artifact`` only when an artifact is checked,
+#: ``savedmodel-*`` only for ``export --format savedmodel``.
+STAGES = (
+    "preprocessing",
+    "inference",
+    "postprocessing",
+    "heatmaps",
+    "savedmodel-inference",
+    "savedmodel-postprocessing",
+    "savedmodel-heatmaps",
+    "artifact",
+)
 FORMAT = "model-agnostic-parity/2"
 
 

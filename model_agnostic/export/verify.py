@@ -72,6 +72,7 @@ def verify(
     sample_names: Sequence[str] | None = None,
     reference_pipeline: Reference | None = None,
     artifact: str | os.PathLike[str] | None = None,
+    also: Mapping[str, Model] | None = None,
 ) -> ParityReport:
     """Compare ``reference`` (PyTorch) and ``candidate`` (e.g. ONNX Runtime) on ``samples``.
 
@@ -79,6 +80,8 @@ def verify(
     ``image_sizes`` adds inference checks on random inputs with other heights and
     widths (for graphs exported with dynamic height/width). ``artifact`` adds stage 4:
     that artifact folder run in a fresh process without torch, against PyTorch.
+    ``also`` (``{"savedmodel": model}``) checks more candidates on the same arrays, each
+    in stages ``<label>-inference``, ``<label>-postprocessing`` (and ``<label>-heatmaps``).
     """
     if not samples:
         raise ModelAgnosticError("verify needs at least one sample input")
@@ -92,41 +95,30 @@ def verify(
         tolerances,
         reference_pipeline or reference.reference_preprocessing,
     )
-    inference = _inference(reference, candidate, prepared, batch_sizes, image_sizes, tolerances)
+    others = dict(also or {})
+    candidates = [candidate, *others.values()]
+    inferences = _inference(reference, candidates, prepared, batch_sizes, image_sizes, tolerances)
     want = _run(reference, samples, prepared)
     exact = _lazy(lambda: float64_outputs(reference, want.batch))  # the referee, if needed
-    got = _run(candidate, samples, catch=True)
+    stages = [preprocessing]
     task: dict[str, Any] = {}
-    if isinstance(got, Exception):
-        inference.append(Comparison("all samples", math.inf, math.inf, FAIL, _failure(got)))
-        post = [Comparison(name, math.inf, math.inf, FAIL, _failure(got)) for name in names]
-    else:
-        for output, array in want.outputs.items():
-            inference.append(
-                compare(
-                    f"all samples:{output}",
-                    got.outputs.get(output, np.empty(0)),
-                    array,
-                    tolerances.atol,
-                    tolerances.rtol,
-                    _output_of(exact, output),
-                    tolerances.noise_factor,
-                )
-            )
-        task = task_agreement(want.outputs, got.outputs, tolerances)
-        post = [
-            compare_results(name, w, g, tolerances, _exact_result(reference, want, exact, i))
-            for i, (name, w, g) in enumerate(zip(names, want.results, got.results))
+    for prefix, model, inference in zip(["", *(f"{k}-" for k in others)], candidates, inferences):
+        got = _run(model, samples, catch=True)
+        post, agreement = _final(reference, want, got, names, tolerances, exact, inference)
+        task = task or agreement
+        stages += [
+            StageReport.from_comparisons(f"{prefix}inference", inference),
+            StageReport.from_comparisons(f"{prefix}postprocessing", post),
         ]
-    stages = [
-        preprocessing,
-        StageReport.from_comparisons("inference", inference),
-        StageReport.from_comparisons("postprocessing", post),
-    ]
-    if reference.cam is not None:
-        from .heatmap_stage import check_heatmaps
+        if reference.cam is not None and prefix and not model.can_explain():
+            reason = f"the {model.backend_name} candidate has no CAM weights: maps not compared"
+            stages.append(StageReport(f"{prefix}heatmaps", UNVERIFIED, reason=reason))
+        elif reference.cam is not None:
+            from .heatmap_stage import check_heatmaps
 
-        stages.append(check_heatmaps(reference, candidate, samples, names, want, got))
+            heatmaps = check_heatmaps(reference, model, samples, names, want, got)
+            heatmaps.stage = f"{prefix}heatmaps"
+            stages.append(heatmaps)
     if artifact is not None:
         if any(stage.status == FAIL for stage in stages):
             stages.append(
@@ -200,36 +192,38 @@ def _as_arrays(value: Any, names: Sequence[str], ours: Arrays) -> Arrays:
 # ------------------------------------------------------------------ stage 2
 def _inference(
     reference: Model,
-    candidate: Model,
+    candidates: Sequence[Model],
     prepared: list[Arrays],
     batch_sizes: Sequence[int],
     image_sizes: Sequence[tuple[int, int]],
     tol: Tolerances,
-) -> list[Comparison]:
+) -> list[list[Comparison]]:
+    """Each candidate's comparisons with the reference, on the same batches."""
     merged = rows.merge(prepared, reference.input_names)
-    comparisons = []
+    found: list[list[Comparison]] = [[] for _ in candidates]
     for label, batch in _batches(merged, batch_sizes, image_sizes):
         want = reference.infer(batch)
-        try:
-            candidate.check_inputs(batch, "verify")
-            got = candidate.infer(batch)
-        except ModelAgnosticError as exc:  # e.g. a size the graph does not accept
-            comparisons.append(Comparison(label, math.inf, math.inf, FAIL, str(exc)))
-            continue
         exact = lazy_float64(reference, batch)
-        for name in want:
-            comparisons.append(
-                compare(
-                    f"{label}:{name}",
-                    got.get(name, np.empty(0)),
-                    want[name],
-                    tol.atol,
-                    tol.rtol,
-                    lambda n=name, f=exact: f(n),  # type: ignore[misc]
-                    tol.noise_factor,
+        for candidate, comparisons in zip(candidates, found):
+            try:
+                candidate.check_inputs(batch, "verify")
+                got = candidate.infer(batch)
+            except ModelAgnosticError as exc:  # e.g. a size the graph does not accept
+                comparisons.append(Comparison(label, math.inf, math.inf, FAIL, str(exc)))
+                continue
+            for name in want:
+                comparisons.append(
+                    compare(
+                        f"{label}:{name}",
+                        got.get(name, np.empty(0)),
+                        want[name],
+                        tol.atol,
+                        tol.rtol,
+                        lambda n=name, f=exact: f(n),  # type: ignore[misc]
+                        tol.noise_factor,
+                    )
                 )
-            )
-    return comparisons
+    return found
 
 
 def _batches(
@@ -270,6 +264,39 @@ def _batches(
 
 
 # ------------------------------------------------------------------ stage 3
+def _final(
+    reference: Model,
+    want: _Run,
+    got: Any,
+    names: list[str],
+    tol: Tolerances,
+    exact: Callable[[], Any],
+    inference: list[Comparison],
+) -> tuple[list[Comparison], dict[str, Any]]:
+    """Stage 3's comparisons for one candidate's run (``got``), and its task agreement;
+    the whole run's outputs are added to ``inference``."""
+    if isinstance(got, Exception):
+        inference.append(Comparison("all samples", math.inf, math.inf, FAIL, _failure(got)))
+        return [Comparison(name, math.inf, math.inf, FAIL, _failure(got)) for name in names], {}
+    for output, array in want.outputs.items():
+        inference.append(
+            compare(
+                f"all samples:{output}",
+                got.outputs.get(output, np.empty(0)),
+                array,
+                tol.atol,
+                tol.rtol,
+                _output_of(exact, output),
+                tol.noise_factor,
+            )
+        )
+    post = [
+        compare_results(name, w, g, tol, _exact_result(reference, want, exact, i))
+        for i, (name, w, g) in enumerate(zip(names, want.results, got.results))
+    ]
+    return post, task_agreement(want.outputs, got.outputs, tol)
+
+
 class _Run:
     """One backend's pass over the samples: merged inputs, outputs, results."""
 
@@ -289,7 +316,8 @@ def _run(
         counts = [rows.count(p) for p in prepared]
         batch = rows.merge(prepared, model.input_names)
         outputs = model.infer(batch)
-        results = [model.process_result(part) for part in rows.split(outputs, counts)]
+        parts = rows.split(outputs, counts)
+        results = [model.process_result(model.outputs_for_result(part)) for part in parts]
     except Exception as exc:  # the candidate's hooks or backend, whatever they raise
         if not catch:
             raise
@@ -307,7 +335,7 @@ def _exact_result(
         if outputs is None:
             return None
         part = rows.split(outputs, run.counts)[index]
-        return reference.process_result(part)
+        return reference.process_result(reference.outputs_for_result(part))
 
     return result
 

@@ -62,6 +62,7 @@ def platform(model: Model) -> str:
     return {
         "onnxruntime": "onnxruntime_onnx",
         "pytorch": "pytorch_libtorch",
+        "tensorflow": "tensorflow_savedmodel",
         "remote": "remote",
     }.get(model.backend_name, model.backend_name or "unknown")
 
