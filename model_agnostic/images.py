@@ -126,7 +126,7 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int) -> Image.Image:
                     f"limit of {max_pixels:,}; send a smaller image"
                 )
             image.load()
-            if image.format == "PNG" and "sbit" not in image.info:
+            if image.format == "PNG" and image.mode in _HIGH_DEPTH and "sbit" not in image.info:
                 sbit = _png_sbit(stream)
                 if sbit:
                     image.info["sbit"] = sbit
