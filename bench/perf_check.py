@@ -9,8 +9,14 @@ concurrency 1 and 8) is loaded two ways with the same 1x3x224x224 FP32 tensor, a
 * perf: ``model_agnostic.perf.run`` (what ``model-agnostic perf chexnet --encoding E
   --data image.npy --output probabilities --concurrency C --requests N`` runs): one
   pooled-transport client per thread, every answer decoded;
-* direct: bench/peers.py's ``load``, one ``http.client`` connection per thread POSTing a
-  pre-encoded body, answers read but not decoded.
+* direct: bench/peers.py's ``load``, one ``http.client`` connection per thread POSTing
+  the very bytes perf sends (taken from perf's own prepared client), answers read but not
+  decoded.
+
+Same bytes, because the payload is not the tool: an earlier version posted peers.py's
+JSON (float64 reprs, 3.1 MB) against perf's (float32 reprs, 1.6 MB), and the two servers
+parse those at different costs, so the cells disagreed for reasons that had nothing to
+do with the measuring.
 
 Both warm up one request per connection. ``--rounds`` rounds alternate the two (which goes
 first flips each round) so background noise hits both; throughput is requests over wall
@@ -34,10 +40,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, write_result
-from peers import binary_request, json_request, load, peer_versions
+from peers import load, peer_versions
 from serving import ARTIFACT, ensure_artifact
 
-from model_agnostic.perf import Plan, Settings, run
+from model_agnostic.perf import Plan, Settings, prepare, run
+from model_agnostic.perf.clients import HttpClient
 from tests.peers import envs
 from tests.peers.servers import PeerServer, start_kserve, start_ours
 
@@ -56,14 +63,28 @@ def measure_perf(url: str, encoding: str, npy: Path, requests: int,
     return level.wall_s, level.latencies_s, level.failed
 
 
+def perf_request(url: str, encoding: str, npy: Path) -> tuple[bytes, dict[str, str]]:
+    """The request body and headers perf sends in this cell, from its own client."""
+    factory, _ = prepare(Settings(url=url, model=MODEL, encoding=encoding, data={None: npy},
+                                  outputs=["probabilities"]))
+    client = factory(0)
+    assert isinstance(client, HttpClient)
+    try:
+        body, headers = client.bodies[0]
+    finally:
+        client.close()
+    return body, dict(headers)
+
+
 def summary(walls: list[float], samples: list[float], requests: int) -> dict[str, float]:
     return {"req_s": requests * len(walls) / sum(walls),
             "p50_s": float(np.percentile(samples, 50)), "p99_s": float(np.percentile(samples, 99))}
 
 
-def measure(servers: dict[str, PeerServer], image: np.ndarray, npy: Path,
+def measure(servers: dict[str, PeerServer], npy: Path,
             args: argparse.Namespace) -> dict[str, Any]:
-    bodies = {"json": json_request(image), "binary": binary_request(image)}
+    some_url = next(iter(servers.values())).url
+    bodies = {encoding: perf_request(some_url, encoding, npy) for encoding in ENCODINGS}
     cells = [(server, encoding, c) for c in CONCURRENCIES for server in servers
              for encoding in ENCODINGS]
     raw: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -89,7 +110,8 @@ def measure(servers: dict[str, PeerServer], image: np.ndarray, npy: Path,
     stats = {name: {way: summary(d["walls"], d["samples"], args.requests)
                     for way, d in cell.items()} for name, cell in raw.items()}
     ratios = {name: s["perf"]["req_s"] / s["direct"]["req_s"] for name, s in stats.items()}
-    return {"raw": raw, "stats": stats, "ratios": ratios, "failed": failed}
+    return {"raw": raw, "stats": stats, "ratios": ratios, "failed": failed,
+            "body_bytes": {encoding: len(body) for encoding, (body, _) in bodies.items()}}
 
 
 def main() -> None:
@@ -113,7 +135,7 @@ def main() -> None:
                                          extra=["--threads", "16"])
             servers["kserve"] = start_kserve({MODEL: ARTIFACT / "model.onnx"},
                                              folder / "kserve", python=kserve_python)
-            result = measure(servers, image, npy, args)
+            result = measure(servers, npy, args)
         finally:
             for server in servers.values():
                 server.stop()
@@ -150,8 +172,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
             "perf": "model_agnostic.perf.run: one HTTPTransport connection per thread, "
                     "every answer decoded",
             "direct": "bench/peers.py load: one http.client connection per thread, "
-                      "answers read, not decoded",
+                      "the same request bytes as perf, answers read, not decoded",
         },
+        "body_bytes": result["body_bytes"],
         "peer_versions": {k: v for k, v in peer_versions().items() if k == "kserve"},
         "stats": stats, "ratios": ratios, "perf_failed": result["failed"],
         "samples_s": {name: {way: d["samples"] for way, d in cell.items()}

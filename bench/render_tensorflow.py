@@ -30,8 +30,10 @@ def tensorflow() -> str:
     agree = max(d["tf_vs_onnxruntime_max_abs"].values())
     lines += ["", f"Conversion (onnx2tf {versions['onnx2tf']}, TensorFlow "
               f"{versions['tensorflow_converter']}, in its venv): **{d['conversion_s']:.0f} s** of a "
-              f"{d['export_s']:.0f} s export (ONNX export, conversion, verification of both). "
-              f"SavedModel {d['savedmodel_bytes'] / 2**20:.1f} MiB (ONNX graph "
+              f"{d['export_s']:.0f} s export (ONNX export, conversion, verification of both)"
+              + (f"; onnx2tf's own command, left to write its TFLite files too: "
+                 f"{d['onnx2tf_with_tflite_s']:.0f} s. " if "onnx2tf_with_tflite_s" in d else ". ")
+              + f"SavedModel {d['savedmodel_bytes'] / 2**20:.1f} MiB (ONNX graph "
               f"{d['onnx_bytes'] / 2**20:.1f} MiB). Parity {d['parity']['verdict']}: SavedModel "
               f"vs PyTorch max abs {_sci(stages['savedmodel-inference']['max_abs'])} (inference), "
               f"ONNX Runtime vs PyTorch {_sci(stages['inference']['max_abs'])}; TensorFlow vs ONNX "

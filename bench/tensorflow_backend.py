@@ -2,7 +2,7 @@
 
 Exports CheXNet with ``format="savedmodel"`` (ONNX, then onnx2tf to a SavedModel, both
 verified against PyTorch in one report), records the conversion time and the SavedModel's
-size, then times ``infer`` at batch 1 and 8 on the three backends in interleaved rounds
+size (and, for comparison, onnx2tf's own command left to write its TFLite files too), then times ``infer`` at batch 1 and 8 on the three backends in interleaved rounds
 (every backend asked for both outputs, each with the same intra-op thread count and one
 inter-op thread). Each backend runs in a process of its own, one call at a time: in one
 process, the idle runtimes' thread pools slowed PyTorch's batch of 8 from 0.26 s to 1.5 s.
@@ -35,6 +35,28 @@ from common import CHEXNET_CONFIG, medians, write_result  # noqa: E402
 
 BATCHES = (1, 8)
 TARGET = "report only: TensorFlow / ONNX Runtime and TensorFlow / PyTorch latency per batch"
+
+
+def _onnx2tf_with_tflite(onnx_path: Path, scratch: Path) -> tuple[float, list[str]]:
+    """(seconds, files written) of onnx2tf's own command left to run to its end (its TFLite
+    files included) with export's flags, on a copy of ``onnx_path``: what the stop in
+    model_agnostic/export/_tf_onnx2tf.py saves."""
+    import shutil
+
+    from model_agnostic.export import tf_converter
+
+    work = scratch / "onnx2tf-full"
+    work.mkdir()
+    shutil.copyfile(onnx_path, work / "model.onnx")
+    command = [str(tf_converter.ensure_converter().parent / "onnx2tf"), "-i",
+               str(work / "model.onnx"), "-o", str(work / "out"), "-osd", "-k", "image",
+               "-sh", "image:2,3,224,224"]
+    started = time.perf_counter()
+    done = tf_converter._subprocess(command, work)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"onnx2tf failed: {done.stdout[-2000:]}")
+    return seconds, sorted(p.name for p in (work / "out").iterdir())
 
 
 def _size(folder: Path) -> int:
@@ -80,6 +102,7 @@ def main() -> int:
             print(result.report.summary(), file=sys.stderr)
             return 1
         saved = json.loads((out / "metadata.json").read_text())["savedmodel"]
+        full_s, full_files = _onnx2tf_with_tflite(out / "model.onnx", Path(scratch))
         stages = {s.stage: {"status": s.status, "max_abs": s.max_abs} for s in result.report.stages}
         settings = {
             "tensorflow": {"intra_op_num_threads": threads, "inter_op_num_threads": 1},
@@ -149,6 +172,8 @@ def main() -> int:
             "tf_vs_onnxruntime_max_abs": agreement,
             "export_s": export_s,
             "conversion_s": saved["conversion_s"],
+            "onnx2tf_with_tflite_s": full_s,
+            "onnx2tf_with_tflite_files": full_files,
             "savedmodel_bytes": _size(out / saved["path"]),
             "onnx_bytes": (out / "model.onnx").stat().st_size,
             "savedmodel_versions": saved["versions"],

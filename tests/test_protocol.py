@@ -730,3 +730,92 @@ def test_json_answers_carry_outputs_of_either_byte_order_and_any_strides(dtype: 
         text = protocol.json_body.dumps({"data": array, "tfserving": tfserving._jsonable(array)})
         doc = json.loads(text)
         assert doc["data"] == doc["tfserving"] == array.tolist()
+
+
+# --------------------------------------------------------------- the JSON fast path
+def _data_holds_non_numbers(doc: Any) -> bool:
+    """Ground truth: some tensor's ``data`` holds a boolean, a string or an object."""
+    if isinstance(doc, dict):
+        data = doc.get("data") if "datatype" in doc else None
+        flat: list[Any] = []
+        stack = [data] if isinstance(data, list) else []
+        while stack:
+            for item in stack.pop():
+                (stack if isinstance(item, list) else flat).append(item)
+        if any(isinstance(x, (bool, str, dict)) for x in flat):
+            return True
+        return any(_data_holds_non_numbers(v) for k, v in doc.items()
+                   if not ("datatype" in doc and k == "data"))
+    if isinstance(doc, list):
+        return any(_data_holds_non_numbers(v) for v in doc)
+    return False
+
+
+_WORD = st.text(alphabet="useltrfa\"\\[]{}n_ 0é", max_size=8)
+_SCALAR = st.one_of(st.booleans(), st.none(), st.integers(-5, 5), st.floats(allow_nan=False,
+                    allow_infinity=False, width=32), _WORD)
+_DATA = st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=32),
+                           st.integers(-3, 3), st.none(),
+                           st.sampled_from([True, False, "s", "true", "use"])), max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=_DATA,
+    nested=st.booleans(),
+    parameters=st.dictionaries(_WORD, _SCALAR, max_size=3),
+    outputs=st.lists(st.dictionaries(_WORD, _SCALAR, max_size=2), max_size=2),
+    ascii_only=st.booleans(),
+)
+def test_the_fast_path_never_takes_a_boolean_or_string_in_data(
+    data: list[Any], nested: bool, parameters: dict[str, Any], outputs: list[Any],
+    ascii_only: bool,
+) -> None:
+    """Whatever strings and booleans sit outside the tensors (and however they are
+    escaped), ``plain_numbers`` says plain only when every ``data`` is numbers and nulls."""
+    from model_agnostic.protocol.json_body import parse_fast, plain_numbers
+
+    entry = {"name": "x", "datatype": "FP32", "shape": [len(data)],
+             "data": [data] if nested else data, "parameters": parameters}
+    doc = {"id": "queue", "inputs": [entry], "outputs": outputs}
+    text = json.dumps(doc, ensure_ascii=ascii_only).encode()
+    parsed = parse_fast(text)
+    assert parsed is not None
+    if plain_numbers(text, parsed, 64):
+        assert not _data_holds_non_numbers(parsed), text
+
+
+def test_tritonclients_json_request_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tritonclient sends ``"binary_data": false`` for every output it wants as JSON; that
+    boolean (outside the data) used to send the whole body down the checking path, 3.5x
+    slower on a CheXNet-sized tensor."""
+    http = pytest.importorskip("tritonclient.http")
+    from model_agnostic.protocol import v2
+
+    image = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    tensor = http.InferInput("image", list(image.shape), "FP32")
+    tensor.set_data_from_numpy(image, binary_data=False)
+    wanted = http.InferRequestedOutput("probabilities", binary_data=False)
+    body, json_size = http.InferenceServerClient.generate_request_body(
+        [tensor], outputs=[wanted], request_id="queue-1")
+    assert json_size is None and b'"binary_data":false' in body.replace(b" ", b"")
+
+    def no_checking_path(*args: Any) -> Any:
+        raise AssertionError("the checking path ran")
+
+    monkeypatch.setattr(v2, "array_from_json", no_checking_path)
+    request = decode_infer_request(body)
+    np.testing.assert_array_equal(request.inputs["image"], image)
+    assert request.outputs == [RequestedOutput("probabilities", False)]
+    spoiled = body.replace(b"]}]", b", true]}]", 1)  # a boolean in the data
+    with pytest.raises(AssertionError, match="the checking path ran"):
+        decode_infer_request(spoiled)
+
+
+def test_an_escape_cannot_hide_a_boolean_in_data_from_the_fast_path() -> None:
+    """``"s\\u0065"`` is the key ``"se"`` with its pair hidden by the escape; it would make
+    room for a ``true`` in the data. Any backslash sends the body down the checking path."""
+    body = (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"data":[1.0,true],'
+            b'"parameters":{"s\\u0065":1}}]}')
+    with pytest.raises(ProtocolError, match="FP32 data must be numbers"):
+        decode_infer_request(body)

@@ -374,3 +374,36 @@ def test_verify_on_an_artifact_with_a_savedmodel_checks_it_too(
     report = verify_config(DIGITS / "config.toml", digits_artifact[0], samples=list(images[:3]))
     assert report.passed, report.summary()
     assert {"savedmodel-inference", "savedmodel-postprocessing", "artifact"} <= set(_stages(report))
+
+
+def test_onnx2tf_is_stopped_once_the_savedmodel_is_written(tmp_path: Path) -> None:
+    """onnx2tf goes on to write two TFLite files we do not ship (two thirds of its time);
+    the driver stops it right after the SavedModel, which is complete and loads."""
+    _converter()
+    import onnx
+    from onnx import TensorProto, helper
+
+    from model_agnostic.export import tf_converter
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "relu.onnx")
+    out = tmp_path / "out"
+    python = tf_converter.ensure_converter()
+    tf_converter._run_onnx2tf(python, tmp_path / "relu.onnx", out, [], ["x:2,4"])
+    assert (out / "saved_model.pb").is_file() and (out / "variables").is_dir()
+    assert not list(tmp_path.rglob("*.tflite"))
+    # and through convert(): a 2-D input is not kept "NCHW" (onnx2tf refuses that flag
+    # for anything but 3-5-D inputs)
+    done = tf_converter.convert(tmp_path / "relu.onnx", tmp_path / "saved",
+                                [("x", "float32", [None, 4])], [("y", [None, 4])], {"x": [1, 4]})
+    assert done.outputs_transposed == [] and not list(tmp_path.rglob("*.tflite"))
+    tf = _tensorflow()
+    signature = tf.saved_model.load(str(done.path)).signatures["serving_default"]
+    answer = signature(x=tf.constant([[-1.0, 2.0, -3.0, 4.0]]))
+    np.testing.assert_array_equal(answer["y"].numpy(), [[0.0, 2.0, 0.0, 4.0]])

@@ -10,8 +10,9 @@ subprocess. A marker file written last records what was installed: a folder with
 :func:`convert` handles what onnx2tf gets wrong for us (docs/backends.md): it rewrites its
 input file in place (we convert a copy), renames the signature's outputs ``output_0``...
 and transposes 4-D outputs to NHWC (we re-wrap the signature with our names and layout),
-needs ``onnxsim`` on ``PATH`` (the venv's ``bin`` goes first) and writes ``.tflite`` files
-(not copied into the SavedModel). An op it cannot convert is named in an :class:`ExportError`.
+needs ``onnxsim`` on ``PATH`` (the venv's ``bin`` goes first) and goes on to convert to
+TFLite twice, two thirds of its time (``_tf_onnx2tf.py`` stops it once the SavedModel is
+written). An op it cannot convert is named in an :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ MARKER = "model-agnostic-converter.json"
 INSTALL_TIMEOUT_S = 3600.0
 CONVERT_TIMEOUT_S = 1800.0
 _REWRAP = Path(__file__).with_name("_tf_rewrap.py")  # runs inside the converter's venv
+_ONNX2TF = Path(__file__).with_name("_tf_onnx2tf.py")  # onnx2tf, stopped before TFLite
 _OP_IN_LOG = re.compile(r"onnx_op_type:\s*([A-Za-z0-9_]+)")
 _OP_NAME_IN_LOG = re.compile(r"onnx_op_name:\s*(\S+)")
 
@@ -211,7 +213,8 @@ def convert(
         hints = [
             f"{name}:{','.join(map(str, [2, *example_shapes[name][1:]]))}" for name, _, _ in inputs
         ]
-        _run_onnx2tf(python, copy, raw, [name for name, _, _ in inputs], hints)
+        images = [name for name, _, shape in inputs if 3 <= len(shape) <= 5]  # -k: 3-5-D only
+        _run_onnx2tf(python, copy, raw, images, hints)
         spec = {
             "source": str(raw),
             "target": str(target),
@@ -236,8 +239,8 @@ def convert(
 def _run_onnx2tf(
     python: Path, model: Path, out: Path, keep_nchw: list[str], hints: list[str]
 ) -> None:
-    command = [str(python.parent / "onnx2tf"), "-i", str(model), "-o", str(out), "-osd"]
-    command += ["-k", *keep_nchw, "-sh", *hints]
+    command = [str(python), str(_ONNX2TF), "-i", str(model), "-o", str(out), "-osd"]
+    command += [*(["-k", *keep_nchw] if keep_nchw else []), "-sh", *hints]
     done = _subprocess(command, model.parent)
     if done.returncode != 0 or not (out / "saved_model.pb").is_file():
         ops = _OP_IN_LOG.findall(done.stdout)

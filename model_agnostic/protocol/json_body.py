@@ -204,28 +204,57 @@ def as_bytes(body: Any, what: str) -> bytes:
     return body
 
 
-def plain_numbers(text: bytes, doc: Any) -> bool:
-    """Whether every tensor's JSON ``data`` holds only numbers and ``null``, so numpy may
-    convert it in one call. Two vectorised passes over the bytes: no ``true``/``false``
-    token (found by the letter before each ``e``: ``u``/``s`` in both, a digit in an
-    exponent), and no quotes beyond those of the document's keys and other strings. A false
-    alarm (a key like "value") only costs the checking path."""
-    codes = np.frombuffer(text, np.uint8)
-    before = codes[np.flatnonzero(codes[1:] == 0x65)]  # the byte before every "e"
-    if np.any((before == 0x75) | (before == 0x73)):
+#: The bytes :func:`plain_numbers` looks at; one C pass drops the rest (digits, commas...).
+_MARKS = b'[]{}"\\elsu'
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(_MARKS)))
+
+
+def plain_numbers(text: bytes, doc: Any, max_depth: int | None = None) -> bool:
+    """Whether ``text`` (already parsed as ``doc``) nests no deeper than ``max_depth`` and
+    every tensor's JSON ``data`` holds only numbers and ``null``, so numpy may convert it in
+    one call. One pass over the bytes keeps only brackets, quotes, backslashes and the
+    letters ``e l s u`` (little is left of numeric data); then:
+
+    * depth: the brackets, counted as :func:`json_depth` does;
+    * no string in ``data``: the quotes are exactly those of the keys and other strings;
+    * no ``true``/``false`` in ``data``: each leaves a ``ue``/``se`` pair, and the pairs
+      left are exactly those of the booleans and strings outside ``data`` (numbers leave
+      a lone ``e``, ``null`` leaves ``ull``; a quote ends every string).
+
+    A body with a backslash is never plain: an escape (``\\u0065``) could hide a pair."""
+    marks = text.translate(None, _NOT_MARKS)
+    if b"\\" in marks:
         return False
-    return int(np.count_nonzero(codes == 0x22)) == 2 * _strings_outside_data(doc)
+    if max_depth is not None and json_depth(marks, max_depth) > max_depth:
+        return False
+    strings, pairs = _outside_data(doc)
+    found = marks.count(b"ue") + marks.count(b"se")
+    return found == pairs and marks.count(b'"') == 2 * strings
 
 
-def _strings_outside_data(value: Any) -> int:
-    """Keys and string values of a parsed document, not counting tensors' ``data``."""
+def _outside_data(value: Any) -> tuple[int, int]:
+    """(strings, ``ue``/``se`` pairs) of a parsed document as :func:`plain_numbers` counts
+    them, keys included, tensors' ``data`` left out."""
     if isinstance(value, dict):
         skip = "datatype" in value
-        return len(value) + sum(
-            _strings_outside_data(item)
-            for key, item in value.items()
-            if not (skip and key == "data")
-        )
+        strings, pairs = len(value), sum(_pairs(key) for key in value)
+        for key, item in value.items():
+            if not (skip and key == "data"):
+                more = _outside_data(item)
+                strings, pairs = strings + more[0], pairs + more[1]
+        return strings, pairs
     if isinstance(value, list):
-        return sum(_strings_outside_data(item) for item in value)
-    return 1 if isinstance(value, str) else 0
+        counts = [_outside_data(item) for item in value]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if isinstance(value, bool):
+        return 0, 1
+    return (1, _pairs(value)) if isinstance(value, str) else (0, 0)
+
+
+def _pairs(text: str) -> int:
+    """The ``ue``/``se`` pairs left of a string once all but the marks are dropped."""
+    kept = "".join(char for char in text if char in _KEPT)
+    return kept.count("ue") + kept.count("se")
+
+
+_KEPT = frozenset(_MARKS.decode())

@@ -266,13 +266,14 @@ def _parse_and_decode(
     checking path (depth scanned before parsing, the standard library's parser, every value
     checked), so what it accepts and the messages it gives are the same as ever."""
     fast = parse_fast(text)
-    if fast is not None and (max_depth is None or json_depth(text, max_depth) <= max_depth):
+    if fast is not None:
         try:
             if what == "response":
                 _refuse_error_document(fast)
-            tensors = _decode_tensors(
-                fast.get(f"{kind}s"), kind, body, split, limit, plain=plain_numbers(text, fast)
-            )
+            plain = plain_numbers(text, fast, max_depth)
+            if not plain and max_depth is not None and json_depth(text, max_depth) > max_depth:
+                raise _NotPlain  # the checking path refuses it, saying how deep
+            tensors = _decode_tensors(fast.get(f"{kind}s"), kind, body, split, limit, plain=plain)
         except (_NotPlain, ProtocolError):
             pass
         else:
