@@ -235,9 +235,10 @@ class ParityReport:
         """A human-readable table, one line per stage, the comparisons that did not pass,
         and the verdict; an unverified verdict is framed so nobody can miss it."""
         lines = []
+        width = max([15, *(len(stage.stage) for stage in self.stages)])
         for stage in self.stages:
             lines.append(
-                f"{stage.status.upper():<10} {stage.stage:<15} max abs {stage.max_abs:.3g}  "
+                f"{stage.status.upper():<10} {stage.stage:<{width}} max abs {stage.max_abs:.3g}  "
                 f"max rel {stage.max_rel:.3g}  ({len(stage.comparisons)} compared)"
             )
             if stage.reason and stage.status != PASS:
