@@ -2,8 +2,8 @@
 once the SavedModel is written.
 
 After writing the SavedModel, onnx2tf 1.29.24 always converts the model to TFLite twice
-more (float32 and float16), with no option to skip it: two thirds of CheXNet's conversion
-time (about 48 of 71 s on the 2-core machine). No TFLite file is shipped, so the first
+more (float32 and float16), with no option to skip it: most of CheXNet's conversion time
+(bench/tensorflow_backend.py times both ways). No TFLite file is shipped, so the first
 TFLite converter onnx2tf asks for *after* ``saved_model.pb`` exists ends the run; one asked
 for before that (none is, in this version) is left alone.
 Usage: ``python _tf_onnx2tf.py ONNX2TF_ARGS...`` (the ``onnx2tf`` command's arguments).

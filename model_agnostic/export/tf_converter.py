@@ -11,7 +11,7 @@ subprocess. A marker file written last records what was installed: a folder with
 input file in place (we convert a copy), renames the signature's outputs ``output_0``...
 and transposes 4-D outputs to NHWC (we re-wrap the signature with our names and layout),
 needs ``onnxsim`` on ``PATH`` (the venv's ``bin`` goes first) and goes on to convert to
-TFLite twice, two thirds of its time (``_tf_onnx2tf.py`` stops it once the SavedModel is
+TFLite twice, most of its time (``_tf_onnx2tf.py`` stops it once the SavedModel is
 written). An op it cannot convert is named in an :class:`ExportError`.
 """
 

@@ -207,6 +207,7 @@ def as_bytes(body: Any, what: str) -> bytes:
 #: The bytes :func:`plain_numbers` looks at; one C pass drops the rest (digits, commas...).
 _MARKS = b'[]{}"\\elsu'
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(_MARKS)))
+_KEPT = frozenset(_MARKS.decode())
 
 
 def plain_numbers(text: bytes, doc: Any, max_depth: int | None = None) -> bool:
@@ -255,6 +256,3 @@ def _pairs(text: str) -> int:
     """The ``ue``/``se`` pairs left of a string once all but the marks are dropped."""
     kept = "".join(char for char in text if char in _KEPT)
     return kept.count("ue") + kept.count("se")
-
-
-_KEPT = frozenset(_MARKS.decode())
