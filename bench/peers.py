@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, write_result
 from serving import ARTIFACT, ensure_artifact
 
+from model_agnostic._venv import marker
 from tests.peers import envs
 from tests.peers.servers import PeerServer, start_kserve, start_mlserver, start_ours
 
@@ -144,9 +145,8 @@ def peer_versions() -> dict[str, list[str]]:
     keep = ("kserve", "mlserver", "onnxruntime", "numpy", "fastapi", "uvicorn", "pydantic")
     found = {}
     for name in envs.SPECS:
-        try:
-            record = json.loads((envs.venv_dir(name) / envs.MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        record = marker(envs.venv_dir(name))
+        if record is None:
             continue
         found[name] = [line for line in record.get("installed", [])
                        if line.lower().split("==")[0] in keep]

@@ -15,7 +15,6 @@ Usage: python bench/render_docs.py [--check | --list]
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import statistics
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the render_* helpers beside it
+from render_common import load as _load  # noqa: E402
+from render_common import source as _source  # noqa: E402
 from render_instances import instances  # noqa: E402
 from render_perf import perf_check  # noqa: E402
 from render_quantization import quantization  # noqa: E402
@@ -44,34 +45,8 @@ PRODUCERS = {
 }
 
 
-def _load(name: str) -> dict[str, Any]:
-    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
-
-
 def producer(name: str) -> str:
     return PRODUCERS.get(name, f"python bench/{Path(name).stem}.py")
-
-
-def _source(*names: str, note: str = "") -> str:
-    """``Source: `bench/results/x.json` (machine; `command`, date).`` naming every result
-    file the block reads; the machine once when they share it."""
-    runs, machines = [], []
-    for name in names:
-        data = _load(name)
-        machines.append(data.get("machine", "machine not recorded"))
-        run = [f"`{data['command']}`"] if data.get("command") else []
-        if data.get("finished"):
-            run.append(str(data["finished"])[:10])
-        runs.append((name, ", ".join(run)))
-    if len(set(machines)) == 1:
-        parts = [f"`bench/results/{name}`" + (f" ({run})" if run and len(names) > 1 else "")
-                 for name, run in runs]
-        only = runs[0][1] if len(names) == 1 and runs[0][1] else ""
-        text = ", ".join(parts) + f" ({machines[0]}" + (f"; {only}" if only else "") + ")"
-    else:
-        text = "; ".join(f"`bench/results/{name}` ({machine}" + (f"; {run}" if run else "") + ")"
-                         for (name, run), machine in zip(runs, machines))
-    return "Source: " + text + (f". {note}" if note else ".")
 
 
 # ------------------------------------------------------------------ formatting helpers

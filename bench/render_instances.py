@@ -10,6 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from render_common import source
+
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Cores the capacity model extrapolates to.
 TARGET_CORES = (16, 64)
@@ -22,12 +24,11 @@ def _load() -> dict[str, Any]:
 
 def _source(d: dict[str, Any]) -> str:
     before, after = (" ".join(f"{v:.2f}" for v in d["load_average"][k]) for k in ("before", "after"))
-    return (
-        f"Source: `bench/results/instances.json` ({d['machine']}; `{d['command']}`, "
-        f"{str(d['finished'])[:10]}). CheXNet artifact; one 1x3x224x224 FP32 image per request "
-        f"(binary, tritonclient); {d['rounds']} interleaved rounds, each of {d['latency_requests']} "
-        f"sequential requests (concurrency 1) and {d['requests']} requests at concurrency 8 per "
-        f"cell; load average before / after {before} / {after} (other jobs shared the cores).")
+    return source("instances.json", note=(
+        f"CheXNet artifact; one 1x3x224x224 FP32 image per request (binary, tritonclient); "
+        f"{d['rounds']} interleaved rounds, each of {d['latency_requests']} sequential requests "
+        f"(concurrency 1) and {d['requests']} requests at concurrency 8 per cell; load average "
+        f"before / after {before} / {after}."))
 
 
 def _cell(d: dict[str, Any], instances: int, threads: int, batch: int) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from render_common import source
+
 RESULT = Path(__file__).resolve().parent / "results" / "perf_check.json"
 
 
@@ -35,13 +37,10 @@ def perf_check() -> str:
 
 
 def _source(d: dict[str, Any]) -> str:
-    """The ``Source:`` line every rendered block starts with (bench/render_docs.py's form)."""
-    run = ", ".join(part for part in (f"`{d['command']}`" if d.get("command") else "",
-                                      str(d.get("finished", ""))[:10]) if part)
-    return (f"Source: `bench/results/perf_check.json` ({d.get('machine', 'machine not recorded')}"
-            + (f"; {run}" if run else "") + f"). CheXNet {'x'.join(map(str, d['input_shape']))} "
-            f"FP32 asking for `{d['output']}`; {d['requests']} requests per cell, way and round, "
-            f"{d['rounds']} alternating rounds; perf and the direct loop take turns going first.")
+    return source("perf_check.json", note=(
+        f"CheXNet {'x'.join(map(str, d['input_shape']))} FP32 asking for `{d['output']}`; "
+        f"{d['requests']} requests per cell, way and round, {d['rounds']} alternating rounds; "
+        "perf and the direct loop take turns going first."))
 
 
 def _order(name: str) -> tuple[bool, str, str, int]:

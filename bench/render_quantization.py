@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from render_common import source
+
 RESULT = Path(__file__).resolve().parent / "results" / "quantization.json"
 
 
@@ -17,10 +19,10 @@ def quantization() -> str:
     chexnet, resnet = data["chexnet"], data["resnet50"]
     cpu = data["cpu"]
     lines = [
-        f"Source: `bench/results/quantization.json` ({data['machine']}; `{data['command']}`, "
-        f"{str(data['finished'])[:10]}). CPU instruction sets: {', '.join(cpu['isa'])}. "
-        f"{data['threads']} threads for both sides, interleaved medians "
-        f"(about {data['seconds_per_pair']:g} s per pair, at least 5 rounds).",
+        source("quantization.json", note=(
+            f"CPU instruction sets: {', '.join(cpu['isa'])}. {data['threads']} threads for "
+            f"both sides, interleaved medians (about {data['seconds_per_pair']:g} s per pair, "
+            "at least 5 rounds).")),
         "",
         "| model | batch (rows) | FP32 (ms) | INT8 static (ms) | speedup | rounds |",
         "|---|---:|---:|---:|---:|---:|",

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from render_common import source
+
 RESULT = Path(__file__).resolve().parent / "results" / "tensorflow_backend.json"
 NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorflow": "TensorFlow"}
 
@@ -33,6 +35,9 @@ def tensorflow() -> str:
               f"{d['export_s']:.0f} s export (ONNX export, conversion, verification of both)"
               + (f"; onnx2tf's own command, left to write its TFLite files too: "
                  f"{d['onnx2tf_with_tflite_s']:.0f} s. " if "onnx2tf_with_tflite_s" in d else ". ")
+              + (f"The converter's venv: {d['converter_venv']['bytes'] / 2**30:.1f} GiB, "
+                 f"installed in {d['converter_venv']['created_s']:.0f} s. "
+                 if d.get("converter_venv", {}).get("created_s") else "")
               + f"SavedModel {d['savedmodel_bytes'] / 2**20:.1f} MiB (ONNX graph "
               f"{d['onnx_bytes'] / 2**20:.1f} MiB). Parity {d['parity']['verdict']}: SavedModel "
               f"vs PyTorch max abs {_sci(stages['savedmodel-inference']['max_abs'])} (inference), "
@@ -42,15 +47,11 @@ def tensorflow() -> str:
 
 
 def _source(d: dict[str, Any]) -> str:
-    """The ``Source:`` line every rendered block starts with (bench/render_docs.py's form)."""
-    run = ", ".join(part for part in (f"`{d['command']}`" if d.get("command") else "",
-                                      str(d.get("finished", ""))[:10]) if part)
     threads = d["threads"]
-    return (f"Source: `bench/results/tensorflow_backend.json` ({d.get('machine', 'machine not recorded')}, "
-            f"tensorflow {d['tensorflow']}" + (f"; {run}" if run else "") + f"). {d['model']}; "
-            f"`infer` median per call, {threads['intra_op']} intra-op threads and "
-            f"{threads['inter_op']} inter-op thread for every backend, each backend in a process "
-            "of its own, called in turn in every round.")
+    return source("tensorflow_backend.json", note=(
+        f"tensorflow {d['tensorflow']}. {d['model']}; `infer` median per call, "
+        f"{threads['intra_op']} intra-op threads and {threads['inter_op']} inter-op thread for "
+        "every backend, each backend in a process of its own, called in turn in every round."))
 
 
 def _ms(seconds: float) -> str:

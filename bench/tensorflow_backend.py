@@ -59,6 +59,15 @@ def _onnx2tf_with_tflite(onnx_path: Path, scratch: Path) -> tuple[float, list[st
     return seconds, sorted(p.name for p in (work / "out").iterdir())
 
 
+def _converter_venv() -> dict[str, Any]:
+    """The converter venv's size on disk and how long its install took (its marker)."""
+    from model_agnostic._venv import marker
+    from model_agnostic.export import tf_converter
+
+    folder = tf_converter.converter_dir()
+    return {"bytes": _size(folder), "created_s": (marker(folder) or {}).get("created_s")}
+
+
 def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
@@ -103,6 +112,7 @@ def main() -> int:
             return 1
         saved = json.loads((out / "metadata.json").read_text())["savedmodel"]
         full_s, full_files = _onnx2tf_with_tflite(out / "model.onnx", Path(scratch))
+        venv = _converter_venv()
         stages = {s.stage: {"status": s.status, "max_abs": s.max_abs} for s in result.report.stages}
         settings = {
             "tensorflow": {"intra_op_num_threads": threads, "inter_op_num_threads": 1},
@@ -174,6 +184,7 @@ def main() -> int:
             "conversion_s": saved["conversion_s"],
             "onnx2tf_with_tflite_s": full_s,
             "onnx2tf_with_tflite_files": full_files,
+            "converter_venv": venv,
             "savedmodel_bytes": _size(out / saved["path"]),
             "onnx_bytes": (out / "model.onnx").stat().st_size,
             "savedmodel_versions": saved["versions"],

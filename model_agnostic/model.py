@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args, get_origin
 import numpy as np
 
 from . import rows
-from .errors import ConfigError, InputError, ModelAgnosticError, TensorSpecError
+from .errors import ConfigError, InputError, ModelAgnosticError, ModelLoadError, TensorSpecError
 from .tensors import TensorSpec, check_arrays
 
 if TYPE_CHECKING:
@@ -248,6 +248,22 @@ class Model(ABC):
         specs = self.input_specs()
         if specs is not None:
             check_arrays(specs, arrays, source)
+
+    def _adopt_graph_names(
+        self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], where: str
+    ) -> None:
+        """For backends that read a graph (ONNX, SavedModel): the class's declared input
+        and output names, unless left at the defaults, must be the graph's (``where``
+        names it); the graph's names become this model's."""
+        for kind, specs in (("input", inputs), ("output", outputs)):
+            declared = getattr(type(self), f"{kind}_names")
+            found = tuple(spec.name for spec in specs)
+            if declared != getattr(Model, f"{kind}_names") and declared != found:
+                raise ModelLoadError(
+                    f"{type(self).__name__} declares {kind}_names {list(declared)}, but "
+                    f"{where} has {kind}s {list(found)}; re-export or fix the names"
+                )
+            setattr(self, f"{kind}_names", found)
 
     # ----------------------------------------------------------------- options
     @classmethod

@@ -67,6 +67,26 @@ def run_without_torch(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 CHEXNET_CLASS = (ROOT / "examples" / "chexnet" / "model.py").as_posix() + ":CheXNet"
 
 
+def assert_same_findings(ours: Any, theirs: Any, atol: float) -> None:
+    """Two CheXNet results: the same findings in the same order, probabilities within atol."""
+    assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
+    np.testing.assert_allclose([f["probability"] for f in ours],
+                               [f["probability"] for f in theirs], rtol=0, atol=atol)
+
+
+def predict_over_v1(local: Any, target: Path, image: Any, backend: str | None = None) -> Any:
+    """``image`` predicted by ``local``'s class on the remote backend, over TF Serving's
+    REST API (v1) of our server running ``target`` (served as "chexnet")."""
+    from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
+
+    options = ServerOptions(port=0)
+    plane = build_dataplane(target, backend=backend, options=options)
+    with BackgroundServer(plane, options) as server:
+        remote_class = type(local).hooks_class.with_backend("remote")
+        with remote_class(url=server.url, model_name="chexnet", protocol="v1") as remote:
+            return remote.predict(image)
+
+
 def chexnet_config(folder: Path, backend: str, extra: str, tencrop: bool = True) -> Path:
     """A CheXNet config in ``folder`` for ``backend``, with ``extra`` TOML sections."""
     path = folder / f"{backend}.toml"

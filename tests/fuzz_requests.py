@@ -102,9 +102,10 @@ class Client:
 
 def problem(case: HttpCase, answer: Answer) -> str | None:
     """What is wrong with ``answer`` to ``case``, or None."""
-    # 501 is a deliberate answer (a model without heatmaps asked to explain), checked as
+    # 501 is a deliberate answer from /explain only (a model without heatmaps), checked as
     # an error document below; every other 5xx is the server failing
-    if answer.status >= 500 and answer.status != 501:
+    explain_501 = answer.status == 501 and case.path.split("?")[0].endswith("/explain")
+    if answer.status >= 500 and not explain_501:
         return f"server error {answer.status}: {answer.body[:300]!r}"
     if answer.status >= 400 and case.method != "HEAD":
         if not answer.headers.get("content-type", "").startswith("application/json"):

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 BENCH = ROOT / "bench"
 #: Files in bench/ that are not benchmarks: shared code, a baseline app, a model class.
-HELPERS = {"common", "naive_flask", "coverage_model", "render_docs", "render_perf",
+HELPERS = {"common", "naive_flask", "coverage_model", "render_common", "render_docs", "render_perf",
            "render_instances", "render_quantization", "render_tensorflow"}
 
 

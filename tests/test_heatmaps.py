@@ -304,9 +304,11 @@ def test_process_result_never_sees_the_feature_map() -> None:
     model = _NumpyCam()
     image = np.random.default_rng(0).random((2, 4, 4))
     model.predict(image)
-    model.predict(image, explain=1)
-    model.predict_batch([image, image], explain=["1"])
+    explained = model.predict(image, explain=1)
+    batch = model.predict_batch([image, image], explain=["1"])
     assert model.seen == [{"scores"}] * 4
+    # the maps were made, from the feature map process_result did not see
+    assert len(explained.heatmaps) == 1 and all(len(r.heatmaps) == 1 for r in batch)
 
 
 def test_can_explain_needs_a_cam_and_its_weights() -> None:
@@ -324,6 +326,7 @@ def test_a_served_model_without_its_weights_refuses_explain_before_any_work(
     for name in ("onnxruntime.toml", "chexnet.onnx"):
         shutil.copy(folder / name, tmp_path / name)
     assert not (tmp_path / "chexnet.cam_weights.npy").exists()
+    assert (folder / "chexnet.cam_weights.npy").exists()  # the one difference from the original
     options = ServerOptions(port=0)
     with BackgroundServer(build_dataplane(tmp_path / "onnxruntime.toml", options=options),
                           options) as server:

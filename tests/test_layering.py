@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "model_agnostic"
 #: Floors, bottom first: a module may import from its own floor and the floors below.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "tensors", "rows", "_deps"),
+    ("errors", "tensors", "rows", "_deps", "_venv"),
     ("model", "images", "dicom", "pickle_scan", "onnx_safety"),
     ("protocol", "artifact", "transforms", "checkpoints", "heatmaps"),
     ("backends",),

@@ -24,7 +24,7 @@ from model_agnostic import load_model
 from model_agnostic.adapters import ray_serve
 from model_agnostic.errors import ConfigError, InferenceError
 from model_agnostic.serving.batching import request_key
-from tests.conftest import ROOT, XRAY
+from tests.conftest import ROOT, XRAY, assert_same_findings
 from tests.serving_fixtures import expected_logits, png_bytes, write_tiny_model
 
 slow = pytest.mark.slow
@@ -199,9 +199,7 @@ def test_chexnet_on_ray_equals_the_local_onnx_runtime_backend(
     assert status == 200, body
     ours = json.loads(body)["result"]
     local = load_model(chexnet_onnx_config).predict(XRAY)
-    assert [f["finding"] for f in ours] == [f["finding"] for f in local]
-    np.testing.assert_allclose([f["probability"] for f in ours],
-                               [f["probability"] for f in local], atol=1e-5)
+    assert_same_findings(ours, local, atol=1e-5)
 
 
 # ----------------------------------------------------------------------- replica death

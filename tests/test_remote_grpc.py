@@ -29,7 +29,7 @@ from model_agnostic.errors import (
 )
 from model_agnostic.protocol.grpc import convert
 from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
-from tests.conftest import ROOT, XRAY
+from tests.conftest import ROOT, XRAY, assert_same_findings
 from tests.peers.fixtures import peer_python
 from tests.peers.servers import free_port
 from tests.serving_fixtures import expected_logits, write_tiny_model
@@ -344,9 +344,7 @@ def test_chexnet_over_grpc_equals_local_onnx_runtime_and_http_binary(
                         transport="grpc") as over_grpc, \
             remote_chexnet(local_chexnet, chexnet_server.url, binary=True) as over_http:
         ours = over_grpc.predict(XRAY)
-        assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
-        np.testing.assert_allclose([f["probability"] for f in ours],
-                                   [f["probability"] for f in theirs], rtol=0, atol=ATOL)
+        assert_same_findings(ours, theirs, atol=ATOL)
         both = over_grpc.infer(crops)
         assert sorted(both) == ["features", "probabilities"]
         for name, array in over_http.infer(crops).items():
@@ -392,9 +390,7 @@ def test_kserve_grpc_chexnet_equals_local_onnx_runtime(kserve_grpc: str,
         outputs = remote.infer(crops)
         assert remote.last_model_version is None  # KServe reports none
     theirs = local_chexnet.predict(XRAY)
-    assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
-    np.testing.assert_allclose([f["probability"] for f in ours],
-                               [f["probability"] for f in theirs], rtol=0, atol=ATOL)
+    assert_same_findings(ours, theirs, atol=ATOL)
     for name, array in local_chexnet.infer(crops).items():
         assert outputs[name].dtype == np.float32
         np.testing.assert_allclose(outputs[name], array, rtol=0, atol=ATOL)

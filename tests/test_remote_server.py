@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from model_agnostic import load_model
 from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
-from tests.conftest import XRAY, chexnet_config
+from tests.conftest import XRAY, assert_same_findings, chexnet_config
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("waitress")
@@ -43,9 +42,7 @@ def test_remote_chexnet_equals_local_onnx_runtime(served: tuple[Any, str, Path],
     try:
         for ours, theirs in zip(remote.predict_batch([XRAY, XRAY]), local.predict_batch([XRAY, XRAY]),
                                 strict=True):
-            assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
-            np.testing.assert_allclose([f["probability"] for f in ours],
-                                       [f["probability"] for f in theirs], atol=1e-5)
+            assert_same_findings(ours, theirs, atol=1e-5)
     finally:
         remote.close()
 

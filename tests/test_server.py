@@ -297,7 +297,7 @@ def test_stop_closes_everything_even_when_the_loops_wake_up_pipe_is_gone(
         (errors.MissingDependencyError("pip install x"), 501),
     ],
 )
-def test_each_error_kind_answers_with_its_own_http_status(
+def test_status_of_maps_each_error_kind_to_its_own_http_status(
     error: errors.ModelAgnosticError, status: int
 ) -> None:
     # the client's fault is 4xx; the model's or an upstream server's is 5xx

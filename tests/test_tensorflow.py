@@ -9,6 +9,7 @@ model_agnostic.export.tf_converter``); without them these tests skip and say so,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from model_agnostic.errors import ArtifactError, ConfigError, ExportError, ModelLoadError
-from tests.conftest import ROOT, XRAY, chexnet_config
+from tests.conftest import ROOT, XRAY, assert_same_findings, chexnet_config, predict_over_v1
 
 DIGITS = ROOT / "examples" / "digits"
 
@@ -32,6 +33,11 @@ def _need(ready: bool, why: str) -> None:
     if os.environ.get("MODEL_AGNOSTIC_REQUIRE_TF") == "1":
         pytest.fail(f"{why} (MODEL_AGNOSTIC_REQUIRE_TF=1: CI must run the TensorFlow tests)")
     pytest.skip(why)
+
+
+def _importable(module: str, purpose: str) -> None:
+    """``module`` must import (a skip, or under MODEL_AGNOSTIC_REQUIRE_TF=1 a failure)."""
+    _need(importlib.util.find_spec(module) is not None, f"{purpose} needs {module}")
 
 
 def _tensorflow() -> Any:
@@ -53,8 +59,23 @@ def _converter() -> None:
     _need(
         is_ready(),
         f"the onnx2tf venv is not installed in {converter_dir()}: run "
-        "python -m model_agnostic.export.tf_converter (about 2.6 GB, once)",
+        "python -m model_agnostic.export.tf_converter (several GB, once)",
     )
+
+
+def _one_op_onnx(path: Path, node: Any, out_type: int, initializers: Any = ()) -> Path:
+    """A one-node ONNX graph ``x`` (float, ``[batch, 4]``) -> ``y`` saved at ``path``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [node], node.name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", out_type, ["batch", 4])],
+        list(initializers),
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
 
 
 def _digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +86,7 @@ def _digit_images() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The digits model exported with a SavedModel (about 10 s), and its report."""
-    pytest.importorskip("torch")
+    _importable("torch", "exporting a SavedModel")
     _converter()
     from model_agnostic.export.pipeline import export_model
 
@@ -83,7 +104,7 @@ def digits_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any
 def chexnet_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """CheXNet (seeded random weights) exported with a SavedModel once per session
     (about 100 s of conversion), and its report."""
-    pytest.importorskip("torch")
+    _importable("torch", "exporting a SavedModel")
     _converter()
     from model_agnostic.export.pipeline import export_model
 
@@ -167,7 +188,7 @@ def test_digits_on_tensorflow_equals_onnx_runtime_and_has_the_same_accuracy(
 def test_a_conversion_that_changes_answers_is_refused_naming_the_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("torch")
+    _importable("torch", "exporting a SavedModel")
     _converter()
     from model_agnostic.backends.tf_savedmodel import TensorFlowModel
     from model_agnostic.export.pipeline import export_model
@@ -196,21 +217,13 @@ def test_a_conversion_that_changes_answers_is_refused_naming_the_output(
 
 def test_an_op_onnx2tf_cannot_convert_is_named_in_the_error(tmp_path: Path) -> None:
     _converter()
-    import onnx
     from onnx import TensorProto, helper
 
     from model_agnostic.export.tf_converter import convert
 
     like = helper.make_tensor("like", TensorProto.DOUBLE, [1], [0.0])
-    graph = helper.make_graph(
-        [helper.make_node("CastLike", ["x", "like"], ["y"], name="cast_to_double")],
-        "unconvertible",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", 4])],
-        [like],
-    )
-    path = tmp_path / "castlike.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    path = _one_op_onnx(tmp_path / "castlike.onnx", helper.make_node(
+        "CastLike", ["x", "like"], ["y"], name="cast_to_double"), TensorProto.DOUBLE, [like])
     before = path.read_bytes()
     with pytest.raises(ExportError, match=r"cannot convert ONNX op CastLike \(node 'cast_to_double'\)"):
         convert(path, tmp_path / "out", [("x", "float32", [None, 4])], [("y", [None, 4])], {"x": [1, 4]})
@@ -289,14 +302,16 @@ def test_tensorflow_threads_are_per_process_and_a_clash_says_so(
         TensorFlowModel(saved, intra_op_num_threads=current + 3)
 
 
-def test_without_tensorflow_the_backend_names_the_extra_to_install(
-    digits_artifact: tuple[Path, Any],
-) -> None:
+def test_without_tensorflow_the_backend_names_the_extra_to_install(tmp_path: Path) -> None:
+    """Needs neither TensorFlow nor the converter: the import comes before the path is read."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'backend = "tensorflow"\n[model]\nclass = "{DIGITS.as_posix()}/model.py:Digits"\n'
+                      f'[tensorflow]\npath = "{tmp_path.as_posix()}"\n', encoding="utf-8")
     code = (
         "import sys\nsys.modules['tensorflow'] = None\n"
         "from model_agnostic import load_model, MissingDependencyError\n"
         "try:\n"
-        f"    load_model({str(digits_artifact[0])!r}, backend='tensorflow')\n"
+        f"    load_model({str(config)!r})\n"
         "except MissingDependencyError as exc:\n"
         "    print(exc)\n"
     )
@@ -337,9 +352,7 @@ def test_chexnet_on_tensorflow_equals_onnx_runtime_with_the_same_class(
     for name in ("probabilities", "features"):
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5)
     ours, theirs = on_tf.predict(XRAY, explain=1), on_onnx.predict(XRAY, explain=1)
-    assert [f["finding"] for f in ours.result] == [f["finding"] for f in theirs.result]
-    np.testing.assert_allclose([f["probability"] for f in ours.result],
-                               [f["probability"] for f in theirs.result], rtol=0, atol=1e-5)
+    assert_same_findings(ours.result, theirs.result, atol=1e-5)
     assert on_tf.can_explain()
     np.testing.assert_allclose(ours.heatmaps[0].map, theirs.heatmaps[0].map, atol=1e-4)
 
@@ -348,21 +361,12 @@ def test_chexnet_on_tensorflow_equals_onnx_runtime_with_the_same_class(
 def test_our_tf_serving_api_serves_the_savedmodel_to_remote_model_v1(
     chexnet_artifact: tuple[Path, Any],
 ) -> None:
-    pytest.importorskip("waitress")
+    _importable("waitress", "our server")
     from model_agnostic import load_model
-    from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
 
     local = load_model(chexnet_artifact[0], backend="tensorflow")
-    options = ServerOptions(port=0)
-    plane = build_dataplane(chexnet_artifact[0], backend="tensorflow", options=options)
-    with BackgroundServer(plane, options) as server:
-        remote_class = type(local).hooks_class.with_backend("remote")
-        with remote_class(url=server.url, model_name="chexnet", protocol="v1") as remote:
-            ours = remote.predict(XRAY)
-    theirs = local.predict(XRAY)
-    assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
-    np.testing.assert_allclose([f["probability"] for f in ours],
-                               [f["probability"] for f in theirs], rtol=0, atol=1e-6)
+    ours = predict_over_v1(local, chexnet_artifact[0], XRAY, backend="tensorflow")
+    assert_same_findings(ours, local.predict(XRAY), atol=1e-6)
 
 
 def test_verify_on_an_artifact_with_a_savedmodel_checks_it_too(
@@ -385,19 +389,12 @@ def test_onnx2tf_is_stopped_once_the_savedmodel_is_written_and_2d_inputs_convert
     _converter()
     import contextlib
 
-    import onnx
     from onnx import TensorProto, helper
 
     from model_agnostic.export import tf_converter
 
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-              tmp_path / "relu.onnx")
+    _one_op_onnx(tmp_path / "relu.onnx", helper.make_node("Relu", ["x"], ["y"], name="relu"),
+                 TensorProto.FLOAT)
     scratch = tmp_path / "scratch"  # kept, to see what onnx2tf wrote
     scratch.mkdir()
     monkeypatch.setattr(tf_converter.tempfile, "TemporaryDirectory",

@@ -18,7 +18,7 @@ import pytest
 from model_agnostic.errors import ProtocolError
 from model_agnostic.protocol import tfserving
 from model_agnostic.tensors import TensorSpec
-from tests.conftest import XRAY
+from tests.conftest import XRAY, assert_same_findings, predict_over_v1
 
 pytest.importorskip("waitress")
 
@@ -183,15 +183,7 @@ def test_predict_values_keep_their_exact_type() -> None:
 @pytest.mark.interop(client="RemoteModel", server="ours", transport="TF Serving REST (v1)")
 def test_remote_model_v1_runs_chexnet_against_our_tf_serving_api(chexnet_onnx_config: Path) -> None:
     from model_agnostic import load_model
-    from model_agnostic.serving.server import BackgroundServer, ServerOptions, build_dataplane
 
     local = load_model(chexnet_onnx_config)
-    options = ServerOptions(port=0)
-    with BackgroundServer(build_dataplane(chexnet_onnx_config, options=options), options) as server:
-        remote_class = type(local).hooks_class.with_backend("remote")
-        with remote_class(url=server.url, model_name="chexnet", protocol="v1") as remote:
-            ours = remote.predict(XRAY)
-    theirs = local.predict(XRAY)
-    assert [f["finding"] for f in ours] == [f["finding"] for f in theirs]
-    np.testing.assert_allclose([f["probability"] for f in ours],
-                               [f["probability"] for f in theirs], rtol=0, atol=1e-5)
+    ours = predict_over_v1(local, chexnet_onnx_config, XRAY)
+    assert_same_findings(ours, local.predict(XRAY), atol=1e-5)

@@ -122,21 +122,8 @@ class OnnxModel(Model):
         return self._cam_weights
 
     def _adopt_names(self) -> None:
-        graph_in = tuple(spec.name for spec in self.inputs)
-        graph_out = tuple(spec.name for spec in self.outputs)
-        for kind, declared, graph in (
-            ("input", type(self).input_names, graph_in),
-            ("output", type(self).output_names, graph_out),
-        ):
-            default = getattr(Model, f"{kind}_names")
-            if declared != default and declared != graph:
-                raise ModelLoadError(
-                    f"{type(self).__name__} declares {kind}_names {list(declared)}, but "
-                    f"{self._label} has {kind}s {list(graph)}; re-export or fix the names"
-                )
-        self.input_names = graph_in
-        self.output_names = graph_out
-        self._output_names = list(graph_out)
+        self._adopt_graph_names(self.inputs, self.outputs, self._label)
+        self._output_names = list(self.output_names)
 
 
 def cam_weights_file(onnx_path: Path) -> Path:
@@ -144,14 +131,15 @@ def cam_weights_file(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.stem + ".cam_weights.npy")
 
 
-def load_cam_weights(path: Path) -> np.ndarray:
-    """A ``classes x channels`` float array from ``path`` (no pickles)."""
+def load_cam_weights(path: Path, kept: str = "beside the graph") -> np.ndarray:
+    """A ``classes x channels`` float array from ``path`` (no pickles); ``kept`` says where
+    export puts it, for the message when it is missing."""
     try:
         weights = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise ModelLoadError(
-            f"heatmaps need {path.name} beside the graph (written by export for a model with "
-            "cam); re-export, or copy it with the .onnx file"
+            f"heatmaps need {path.name} {kept} (written by export for a model with cam); "
+            "re-export, or copy it with the model"
         ) from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path.name} is not a numpy array file: {exc}") from None

@@ -114,13 +114,19 @@ class PyTorchModel(Model):
     def cam_weights(self) -> np.ndarray:
         """The classifier weight named by ``cam.weights``, from the live network."""
         cam = self.cam
-        state = self.network.state_dict()
-        if cam is None or cam.weights not in state:
-            raise ConfigError(
-                f"{type(self).__name__}.cam names weights {getattr(cam, 'weights', None)!r}, "
-                f"which the network does not have; e.g. {sorted(state)[-3:]}"
-            )
-        return state[cam.weights].detach().cpu().numpy().astype(np.float32)
+        try:  # a parameter, found without building the whole state dict (metadata asks)
+            tensor = self.network.get_parameter(cam.weights) if cam is not None else None
+        except AttributeError:
+            tensor = None
+        if tensor is None:
+            state = self.network.state_dict()  # a buffer, or say what there is
+            if cam is None or cam.weights not in state:
+                raise ConfigError(
+                    f"{type(self).__name__}.cam names weights {getattr(cam, 'weights', None)!r}, "
+                    f"which the network does not have; e.g. {sorted(state)[-3:]}"
+                )
+            tensor = state[cam.weights]
+        return tensor.detach().cpu().numpy().astype(np.float32)
 
     def _name_outputs(self, torch: Any, result: Any) -> Arrays:
         if isinstance(result, torch.Tensor):

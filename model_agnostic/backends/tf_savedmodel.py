@@ -70,7 +70,7 @@ class TensorFlowModel(Model):
         self.outputs = _ordered(
             [_spec(name, s) for name, s in produced.items()], type(self).output_names
         )
-        self._adopt_names()
+        self._adopt_graph_names(self.inputs, self.outputs, f"{self.path.name}:{signature}")
         self._cam_weights: np.ndarray | None = None
 
     def infer(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
@@ -85,29 +85,18 @@ class TensorFlowModel(Model):
         try:
             answer = self._function(**{k: np.ascontiguousarray(v) for k, v in inputs.items()})
         except Exception as exc:  # tf.errors.* and TypeError/ValueError from the signature
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise InferenceError(
-                f"TensorFlow failed running {self.path.name}:{self.signature}: {message[:400]}"
+                f"TensorFlow failed running {self.path.name}:{self.signature}: {_first_line(exc)}"
             ) from exc
         return {name: answer[name].numpy() for name in names}
 
     def cam_weights(self) -> np.ndarray:
         """The classifier weights export puts in the SavedModel (:func:`cam_weights_file`)."""
         if self._cam_weights is None:
-            self._cam_weights = load_cam_weights(cam_weights_file(self.path))
+            self._cam_weights = load_cam_weights(
+                cam_weights_file(self.path), "in the SavedModel's assets.extra/"
+            )
         return self._cam_weights
-
-    def _adopt_names(self) -> None:
-        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
-            declared = getattr(type(self), f"{kind}_names")
-            found = tuple(spec.name for spec in specs)
-            if declared != getattr(Model, f"{kind}_names") and declared != found:
-                raise ModelLoadError(
-                    f"{type(self).__name__} declares {kind}_names {list(declared)}, but "
-                    f"{self.path.name}:{self.signature} has {kind}s {list(found)}; "
-                    "re-export or fix the names"
-                )
-            setattr(self, f"{kind}_names", found)
 
 
 def cam_weights_file(saved_model: Path) -> Path:
@@ -125,8 +114,7 @@ def _load(tf: Any, path: Path, signature: str) -> tuple[Any, Any]:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # tf.errors.*, ValueError on a malformed graph
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise ModelLoadError(f"TensorFlow cannot load {str(path)!r}: {first[:400]}") from exc
+        raise ModelLoadError(f"TensorFlow cannot load {str(path)!r}: {_first_line(exc)}") from exc
     signatures = dict(loaded.signatures)
     if signature not in signatures:
         raise ModelLoadError(
@@ -174,3 +162,9 @@ def _ordered(specs: list[TensorSpec], declared: tuple[str, ...]) -> list[TensorS
     if set(declared) == set(by_name):
         return [by_name[name] for name in declared]
     return [by_name[name] for name in sorted(by_name)]
+
+
+def _first_line(exc: Exception) -> str:
+    """TensorFlow's messages run to pages; the first line says what went wrong."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else repr(exc))[:400]

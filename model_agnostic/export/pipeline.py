@@ -28,7 +28,7 @@ from ..model import Model
 from .artifact import write_artifact, write_parity, write_zip
 from .options import encode_options, option_values
 from .report import STAGES, ParityReport, Tolerances
-from .savedmodel import add_savedmodel, check_format, on_tensorflow, savedmodel_folder
+from .savedmodel import add_savedmodel, check_format, savedmodel_folder
 from .to_onnx import DEFAULT_OPSET, EXPORTERS, check_settings, export_onnx
 from .verify import Reference, verify
 
@@ -127,7 +127,7 @@ def export_model(
                     "converting to a TensorFlow SavedModel (onnx2tf)",
                     lambda: add_savedmodel(reference, staging, checked[0], location, progress),
                 )
-                also["savedmodel"] = on_tensorflow(reference, staging / location)
+                also["savedmodel"] = _on_backend(reference, "tensorflow", path=staging / location)
             report = _timed(
                 progress,
                 "verifying parity, stage by stage",
@@ -387,14 +387,19 @@ def _takes_images(model: Model, image: Any) -> bool:
 def _on_onnx(reference: Model, path: str | os.PathLike[str], cfg: Config) -> Model:
     """The reference's hooks and options on ONNX Runtime, with the config's session
     settings (:func:`_session`)."""
+    return _on_backend(reference, "onnxruntime", path=path, **_session(cfg))
+
+
+def _on_backend(reference: Model, backend: str, **settings: Any) -> Model:
+    """The reference's hooks and options on ``backend``, made with ``settings``."""
     hooks = type(reference).hooks_class or type(reference)
-    runner: Any = hooks.with_backend("onnxruntime")
+    runner: Any = hooks.with_backend(backend)
     options = {
         name: getattr(reference, name)
         for name in reference.option_names()
         if hasattr(reference, name)
     }
-    return runner(path=path, **_session(cfg), **options)  # keywords: hooks may take **options
+    return runner(**settings, **options)  # keywords: hooks may take **options
 
 
 def _session(cfg: Config) -> dict[str, Any]:

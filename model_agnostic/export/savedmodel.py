@@ -26,7 +26,7 @@ from ..model import Model
 from .artifact import write_parity
 from .tf_converter import convert
 
-__all__ = ["FORMATS", "add_savedmodel", "check_format", "on_tensorflow", "savedmodel_folder"]
+__all__ = ["FORMATS", "add_savedmodel", "check_format", "savedmodel_folder"]
 
 #: What ``export --format`` accepts: ONNX alone, or ONNX and a SavedModel beside it.
 FORMATS = ("onnx", "savedmodel")
@@ -82,7 +82,7 @@ def add_savedmodel(
         "conversion_s": round(conversion.seconds, 1),
         "outputs_transposed_back": conversion.outputs_transposed,
         "versions": {**conversion.versions, "tensorflow": _tensorflow_version()},
-        "tflite": "not shipped (onnx2tf writes .tflite files; they are not copied)",
+        "tflite": "not shipped (onnx2tf is stopped before it writes any)",
     }
     metadata["savedmodel"] = entry
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
@@ -92,14 +92,6 @@ def add_savedmodel(
     )
     write_parity(staging, json.loads((staging / "parity.json").read_text()))  # checksums
     return entry
-
-
-def on_tensorflow(reference: Model, folder: Path) -> Model:
-    """The reference's hooks and options on the TensorFlow backend, running ``folder``."""
-    hooks = type(reference).hooks_class or type(reference)
-    runner: Any = hooks.with_backend("tensorflow")
-    options = {n: getattr(reference, n) for n in reference.option_names() if hasattr(reference, n)}
-    return runner(path=folder, **options)
 
 
 def _dim(value: Any) -> int | None:

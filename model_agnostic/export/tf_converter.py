@@ -3,9 +3,8 @@
 onnx2tf pins exact versions of everything it touches (TensorFlow 2.19, onnx 1.19, onnxruntime
 1.23, numpy 1.26, protobuf 4.25), so it cannot share the environment this package runs in.
 It is installed once into ``$MODEL_AGNOSTIC_CACHE/onnx2tf-<version>/`` (default
-``~/.cache/model_agnostic/onnx2tf-<version>/``; about 2.6 GB, a few minutes) and run as a
-subprocess. A marker file written last records what was installed: a folder without it
-(an interrupted install) or with other specs is deleted and created again.
+``~/.cache/model_agnostic/onnx2tf-<version>/``; several GB: docs/backends.md) and run as a
+subprocess (the cached-venv mechanics, marker, lock and log, are :mod:`model_agnostic._venv`).
 
 :func:`convert` handles what onnx2tf gets wrong for us (docs/backends.md): it rewrites its
 input file in place (we convert a copy), renames the signature's outputs ``output_0``...
@@ -17,11 +16,8 @@ written). An op it cannot convert is named in an :class:`ExportError`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -33,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._venv import ensure_venv, venv_python, venv_ready
 from ..artifact import CACHE_ENV
 from ..errors import ExportError
 
@@ -50,7 +47,6 @@ __all__ = [
 ONNX2TF_VERSION = "1.29.24"
 #: What the converter's venv holds; onnx2tf pins its own dependencies exactly.
 SPECS: tuple[str, ...] = (f"onnx2tf=={ONNX2TF_VERSION}",)
-MARKER = "model-agnostic-converter.json"
 INSTALL_TIMEOUT_S = 3600.0
 CONVERT_TIMEOUT_S = 1800.0
 _REWRAP = Path(__file__).with_name("_tf_rewrap.py")  # runs inside the converter's venv
@@ -78,71 +74,26 @@ def converter_dir() -> Path:
 
 
 def _python() -> Path:
-    return converter_dir() / "bin" / "python"
-
-
-def _wanted() -> dict[str, Any]:
-    return {"specs": list(SPECS), "python": platform.python_version()}
+    return venv_python(converter_dir())
 
 
 def is_ready() -> bool:
     """Whether the converter's venv exists with the current specs (no install needed)."""
-    try:
-        marker = json.loads((converter_dir() / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker.get("wanted") == _wanted() and _python().is_file()
+    return venv_ready(converter_dir(), SPECS)
 
 
 def ensure_converter(progress: Progress = lambda message: None) -> Path:
-    """The converter venv's interpreter, installing it first (once; concurrent callers wait).
-
-    Raises :class:`ExportError` with the end of pip's log when the install fails.
-    """
-    folder = converter_dir()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.parent / f"{folder.name}.lock"):
-        if not is_ready():
-            progress(
-                f"installing the ONNX -> TensorFlow converter ({' '.join(SPECS)}, about 2.6 GB) "
-                f"into {folder}; done once, then reused"
-            )
-            _install(folder)
-    return _python()
-
-
-def _install(folder: Path) -> None:
-    log = folder.with_name(folder.name + ".log")
-    shutil.rmtree(folder, ignore_errors=True)
-    started = time.monotonic()
-    steps = [
-        [sys.executable, "-m", "venv", str(folder)],
-        [str(folder / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-         "--no-input", *SPECS],
-    ]  # fmt: skip
-    with log.open("w", encoding="utf-8") as out:
-        for command in steps:
-            out.write(f"$ {' '.join(command)}\n")
-            out.flush()
-            try:
-                code = subprocess.run(
-                    command,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    timeout=INSTALL_TIMEOUT_S,
-                ).returncode
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                code, out_tail = -1, str(exc)
-                out.write(out_tail + "\n")
-            if code:
-                out.flush()
-                raise ExportError(
-                    f"could not install the converter ({' '.join(SPECS)}) into {folder}: "
-                    f"`{' '.join(command[:4])} ...` failed; end of {log}:\n{_tail(log)}"
-                )
-    record = {"wanted": _wanted(), "created_s": round(time.monotonic() - started, 1)}
-    (folder / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    """The converter venv's interpreter, installing it first (several GB, once;
+    concurrent callers wait). Raises :class:`ExportError` with the end of pip's log when
+    the install fails."""
+    return ensure_venv(
+        converter_dir(),
+        SPECS,
+        what="the ONNX -> TensorFlow converter's venv (several GB)",
+        error=ExportError,
+        timeout_s=INSTALL_TIMEOUT_S,
+        progress=progress,
+    )
 
 
 def supported_ops() -> frozenset[str]:
@@ -293,23 +244,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def _last_lines(text: str, count: int = 8) -> str:
     lines = [_ANSI.sub("", line).strip() for line in text.strip().splitlines()]
     return " | ".join(line for line in lines[-count:] if line)[:1500]
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def main() -> int:
