@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["MARKER", "ensure_venv", "marker", "venv_python", "venv_ready"]
+__all__ = ["MARKER", "ensure_venv", "ensure_venv_command", "marker", "venv_python", "venv_ready"]
 
 #: The marker file inside a usable venv.
 MARKER = "model-agnostic-venv.json"
@@ -74,6 +74,24 @@ def ensure_venv(
             progress(f"creating {what} ({' '.join(specs)}) in {folder}; done once, then reused")
             _create(folder, specs, what, error, timeout_s)
     return venv_python(folder)
+
+
+def ensure_venv_command(
+    folder: Path, specs: Sequence[str], *, what: str, error: type[Exception], timeout_s: float
+) -> int:
+    """:func:`ensure_venv` for a command line: says whether the venv was cached or how long
+    creating it took; exit status 1, with the reason on stderr, when that failed."""
+    started = time.monotonic()
+    cached = venv_ready(folder, specs)
+    try:
+        ensure_venv(folder, specs, what=what, error=error, timeout_s=timeout_s,
+                    progress=lambda message: print(message, flush=True))  # fmt: skip
+    except error as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    how = "cached" if cached else f"created in {time.monotonic() - started:.0f} s"
+    print(f"{what} ({' '.join(specs)}): {how}, {folder}")
+    return 0
 
 
 def _create(

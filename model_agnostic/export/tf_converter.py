@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._venv import ensure_venv, venv_python, venv_ready
+from .._venv import ensure_venv, ensure_venv_command, venv_python, venv_ready
 from ..artifact import CACHE_ENV
 from ..errors import ExportError
 
@@ -55,6 +55,11 @@ _OP_IN_LOG = re.compile(r"onnx_op_type:\s*([A-Za-z0-9_]+)")
 _OP_NAME_IN_LOG = re.compile(r"onnx_op_name:\s*(\S+)")
 
 Progress = Callable[[str], None]
+_VENV: dict[str, Any] = {
+    "what": "the ONNX -> TensorFlow converter's venv (several GB)",
+    "error": ExportError,
+    "timeout_s": INSTALL_TIMEOUT_S,
+}
 
 
 @dataclass(frozen=True)
@@ -86,14 +91,7 @@ def ensure_converter(progress: Progress = lambda message: None) -> Path:
     """The converter venv's interpreter, installing it first (several GB, once;
     concurrent callers wait). Raises :class:`ExportError` with the end of pip's log when
     the install fails."""
-    return ensure_venv(
-        converter_dir(),
-        SPECS,
-        what="the ONNX -> TensorFlow converter's venv (several GB)",
-        error=ExportError,
-        timeout_s=INSTALL_TIMEOUT_S,
-        progress=progress,
-    )
+    return ensure_venv(converter_dir(), SPECS, progress=progress, **_VENV)
 
 
 def supported_ops() -> frozenset[str]:
@@ -248,16 +246,7 @@ def _last_lines(text: str, count: int = 8) -> str:
 
 def main() -> int:
     """``python -m model_agnostic.export.tf_converter``: install the converter (CI runs it)."""
-    started = time.monotonic()
-    cached = is_ready()
-    try:
-        ensure_converter(lambda message: print(message, flush=True))
-    except ExportError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    how = "cached" if cached else f"installed in {time.monotonic() - started:.0f} s"
-    print(f"converter venv ({' '.join(SPECS)}): {how}, {converter_dir()}")
-    return 0
+    return ensure_venv_command(converter_dir(), SPECS, **_VENV)
 
 
 if __name__ == "__main__":

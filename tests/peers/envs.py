@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: python tests/peers/envs.py
 
-from model_agnostic._venv import ensure_venv, venv_python, venv_ready  # noqa: E402
+from model_agnostic._venv import (  # noqa: E402
+    ensure_venv,
+    ensure_venv_command,
+    venv_python,
+    venv_ready,
+)
 
 #: What each peer's venv holds: the server at a pinned version, and what our runtimes use.
 SPECS: dict[str, tuple[str, ...]] = {
@@ -72,8 +77,11 @@ def ensure(name: str) -> Path:
     Raises :class:`PeerEnvError` (with the end of pip's log) when creation fails.
     Concurrent callers (two test runs) wait for each other through a lock file.
     """
-    return ensure_venv(venv_dir(name), SPECS[name], what=f"the {name} venv", error=PeerEnvError,
-                       timeout_s=PIP_TIMEOUT_S)
+    return ensure_venv(venv_dir(name), SPECS[name], **_settings(name))
+
+
+def _settings(name: str) -> dict[str, Any]:
+    return {"what": f"the {name} venv", "error": PeerEnvError, "timeout_s": PIP_TIMEOUT_S}
 
 
 def _check_name(name: str) -> None:
@@ -88,15 +96,8 @@ def main(argv: list[str]) -> int:
             print(f"unknown peer {name!r}; known: {' '.join(sorted(SPECS))}", file=sys.stderr)
             return 2
     for name in names:
-        started = time.monotonic()
-        cached = is_ready(name)
-        try:
-            ensure(name)
-        except PeerEnvError as exc:
-            print(exc, file=sys.stderr)
+        if ensure_venv_command(venv_dir(name), SPECS[name], **_settings(name)):
             return 1
-        how = "cached" if cached else f"created in {time.monotonic() - started:.0f} s"
-        print(f"peer venv {name} ({' '.join(SPECS[name])}): {how}, {venv_dir(name)}")
     return 0
 
 
